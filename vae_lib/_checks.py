@@ -3,12 +3,18 @@
 Each check raises a ``ValueError`` or ``TypeError`` whose message names the argument, what was expected
 and what was given. Checks that need concrete values (finiteness, ranges) are skipped for traced arrays,
 so the public functions stay usable inside ``jax.jit``; the training loop checks its data once, outside.
+
+Dtype rule for arrays that must hold real numbers (``floating=True``, the default): the array (NumPy, JAX,
+or a nested list, converted with ``np.asarray``) must have a floating dtype; integer and boolean arrays
+raise ``TypeError`` whatever their origin, so a uint8 image or a 0/1 integer mask is never silently taken
+for data. A bare Python ``int`` or ``float`` scalar is accepted (as JAX treats it: weakly typed).
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,24 +34,28 @@ def array(
     floating: bool = True,
     finite: bool = True,
 ) -> jax.Array:
-    """Check an array argument and return it as a JAX array."""
-    if x is None or isinstance(x, (str, bytes, dict)):
+    """Check an array argument and return it as a JAX array (see the module docstring for dtypes)."""
+    if x is None or isinstance(x, (str, bytes, dict, set)) or callable(x) and not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and not hasattr(x, "dtype"):
+        x = np.asarray(x, dtype=np.float32 if floating else None)  # a Python scalar: weakly typed
     if not hasattr(x, "dtype"):
         try:
             x = np.asarray(x)
-        except Exception as e:  # pragma: no cover - exotic inputs
-            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from e
+        except Exception as e:
+            raise TypeError(f"{name} must be an array, got {type(x).__name__} (not convertible)") from e
         if x.dtype == object:
-            raise TypeError(f"{name} must be a numeric array, got an object array")
-        if floating and np.issubdtype(x.dtype, np.integer):
-            x = x.astype(np.float32)
-    dtype = np.dtype(x.dtype)
-    if floating and not np.issubdtype(dtype, np.floating):
+            raise TypeError(f"{name} must be a numeric array, got an object array (ragged or mixed input?)")
+    dtype = x.dtype
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        raise TypeError(f"{name} must be a numeric array, got a PRNG key array (dtype {dtype})")
+    if floating and not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"{name} must have a floating dtype (float32 or float64), got {dtype}; "
-            f"convert it with {name}.astype('float32')"
+            f"convert it with {name}.astype('float32') (and scale pixels to [0, 1] if they are 0-255)"
         )
+    if not floating and not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)):
+        raise TypeError(f"{name} must be a numeric array, got dtype {dtype}")
     shape = tuple(x.shape)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
@@ -56,10 +66,11 @@ def array(
         raise ValueError(f"{name} must have rank >= {min_ndim}, got shape {shape}")
     if any(s == 0 for s in shape):
         raise ValueError(f"{name} must not be empty, got shape {shape}")
-    if finite and not _is_traced(x) and np.issubdtype(dtype, np.floating):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
+    if finite and not _is_traced(x) and jnp.issubdtype(dtype, jnp.floating):
+        a = np.asarray(x)
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
         if bad:
-            raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s) of {np.size(x)}")
+            raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s) of {a.size}")
     return jnp.asarray(x)
 
 
@@ -67,19 +78,29 @@ def same_shape(names: Sequence[str], *xs) -> None:
     """Check that arrays have the same shape."""
     shapes = [tuple(x.shape) for x in xs]
     if len(set(shapes)) > 1:
-        given = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+        given = ", ".join(f"{n} {s}" for n, s in zip(names, shapes, strict=True))
         raise ValueError(f"{' and '.join(names)} must have the same shape, got {given}")
+
+
+def broadcastable(names: Sequence[str], *xs) -> None:
+    """Check that arrays broadcast together (NumPy rules)."""
+    shapes = [tuple(x.shape) for x in xs]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        given = ", ".join(f"{n} {s}" for n, s in zip(names, shapes, strict=True))
+        raise ValueError(f"{', '.join(names)} must have broadcastable shapes, got {given}") from None
 
 
 def same_batch(names: Sequence[str], *xs) -> None:
     """Check that arrays agree on their leading (batch) dimension."""
     sizes = [x.shape[0] for x in xs]
     if len(set(sizes)) > 1:
-        given = ", ".join(f"{n} has {s}" for n, s in zip(names, sizes))
+        given = ", ".join(f"{n} has {s}" for n, s in zip(names, sizes, strict=True))
         raise ValueError(f"{' and '.join(names)} must have the same batch size, got {given}")
 
 
-def in_unit_interval(name: str, x) -> None:
+def in_unit_interval(name: str, x, *, why: str = "for a Bernoulli likelihood") -> None:
     """Check 0 <= x <= 1 (Bernoulli targets or probabilities)."""
     if _is_traced(x):
         return
@@ -87,32 +108,39 @@ def in_unit_interval(name: str, x) -> None:
     lo, hi = float(a.min()), float(a.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(
-            f"{name} must lie in [0, 1] for a Bernoulli likelihood, got values in [{lo:g}, {hi:g}]; "
+            f"{name} must lie in [0, 1] {why}, got values in [{lo:g}, {hi:g}]; "
             "scale the data to [0, 1] (for pixels, divide by 255)"
         )
 
 
 def positive_int(name: str, n, *, minimum: int = 1) -> int:
     """Check an integer size argument (``n >= minimum``)."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(n).__name__} {n!r}")
     if n < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {n}")
     return int(n)
 
 
-def int_sequence(name: str, ns) -> tuple[int, ...]:
-    """Check a sequence of positive layer sizes."""
-    if isinstance(ns, numbers.Integral) and not isinstance(ns, bool):
+def seed(name: str, s) -> int:
+    """Check a seed for ``np.random.default_rng`` (an int >= 0)."""
+    return positive_int(name, s, minimum=0)
+
+
+def int_sequence(name: str, ns, *, allow_empty: bool = True) -> tuple[int, ...]:
+    """Check a sequence of positive layer sizes (a single int is one layer)."""
+    if isinstance(ns, numbers.Integral) and not isinstance(ns, (bool, np.bool_)):
         ns = (ns,)
     if not isinstance(ns, Sequence) or isinstance(ns, str):
         raise TypeError(f"{name} must be a sequence of positive ints, got {type(ns).__name__}")
+    if not allow_empty and len(ns) == 0:
+        raise ValueError(f"{name} must have at least one entry, got an empty sequence")
     return tuple(positive_int(f"{name}[{i}]", n) for i, n in enumerate(ns))
 
 
 def real(name: str, v, *, minimum: float | None = None, strict: bool = False) -> float:
     """Check a real scalar hyper-parameter, optionally bounded below."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
     v = float(v)
     if not np.isfinite(v):
@@ -125,9 +153,36 @@ def real(name: str, v, *, minimum: float | None = None, strict: bool = False) ->
     return v
 
 
+def boolean(name: str, v) -> bool:
+    """Check a flag (``True`` or ``False``; a truthy string like ``"no"`` is refused)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(v).__name__} {v!r}")
+    return bool(v)
+
+
+def function(name: str, f) -> Callable:
+    """Check a callable argument."""
+    if not callable(f):
+        raise TypeError(f"{name} must be callable, got {type(f).__name__} {f!r:.60}")
+    return f
+
+
+def path(name: str, p) -> str | os.PathLike:
+    """Check a file or folder path (``str`` or ``os.PathLike``)."""
+    if not isinstance(p, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(p).__name__} {p!r:.60}")
+    if isinstance(p, str) and not p:
+        raise ValueError(f"{name} must be a non-empty path, got ''")
+    return p
+
+
 def choice(name: str, value, options: Sequence) -> None:
     """Check that ``value`` is one of ``options``."""
-    if value not in options:
+    try:
+        ok = value in options
+    except TypeError:  # unhashable value
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}")
 
 
@@ -136,17 +191,26 @@ def key(name: str, k) -> jax.Array:
     if isinstance(k, numbers.Integral):
         raise TypeError(f"{name} must be a JAX PRNG key, got the int {k}; use jax.random.key({k})")
     if not hasattr(k, "dtype"):
-        raise TypeError(f"{name} must be a JAX PRNG key, got {type(k).__name__}")
+        raise TypeError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {type(k).__name__}")
     if jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
         if k.ndim != 0:
             raise ValueError(f"{name} must be a single PRNG key, got a key array of shape {k.shape}")
         return k
     if k.dtype == jnp.uint32 and k.shape == (2,):
         return k
-    raise TypeError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got dtype {k.dtype} shape {k.shape}")
+    raise TypeError(
+        f"{name} must be a JAX PRNG key (jax.random.key(seed)), got dtype {k.dtype} shape {k.shape}"
+    )
 
 
 def is_binary(x) -> bool:
     """Whether every entry of a concrete array is exactly 0 or 1."""
     a = np.asarray(x)
     return bool(np.all((a == 0) | (a == 1)))
+
+
+def image_shape(name: str, shape) -> tuple[int, int, int]:
+    """Check an image shape ``(height, width, channels)`` of positive ints."""
+    if not isinstance(shape, Sequence) or isinstance(shape, str) or len(shape) != 3:
+        raise ValueError(f"{name} must be (height, width, channels), three positive ints; got {shape!r}")
+    return tuple(positive_int(f"{name}[{i}]", s) for i, s in enumerate(shape))

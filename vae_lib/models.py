@@ -23,6 +23,11 @@ from vae_lib.objectives import LIKELIHOODS
 Activation = Callable[[jax.Array], jax.Array]
 
 
+def _check_rngs(rngs) -> None:
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs must be a flax.nnx.Rngs (e.g. nnx.Rngs(0)), got {type(rngs).__name__}")
+
+
 class _MLP(nnx.Module):
     """Dense layers with an activation after each: ``(N, in) -> (N, sizes[-1])``."""
 
@@ -55,6 +60,8 @@ class MLPEncoder(nnx.Module):
         in_features = _checks.positive_int("in_features", in_features)
         latent_dim = _checks.positive_int("latent_dim", latent_dim)
         hidden = _checks.int_sequence("hidden", hidden)
+        _checks.function("activation", activation)
+        _check_rngs(rngs)
         self.in_features = in_features
         self.body = _MLP(in_features, hidden, activation, rngs)
         width = hidden[-1] if hidden else in_features
@@ -90,6 +97,8 @@ class MLPDecoder(nnx.Module):
         out_features = _checks.positive_int("out_features", out_features)
         hidden = _checks.int_sequence("hidden", hidden)
         _checks.choice("likelihood", likelihood, LIKELIHOODS)
+        _checks.function("activation", activation)
+        _check_rngs(rngs)
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.body = _MLP(latent_dim, hidden, activation, rngs)
@@ -138,8 +147,10 @@ class ConvEncoder(nnx.Module):
         rngs: nnx.Rngs,
     ):
         latent_dim = _checks.positive_int("latent_dim", latent_dim)
-        channels = _checks.int_sequence("channels", channels)
+        channels = _checks.int_sequence("channels", channels, allow_empty=False)
         hidden = _checks.positive_int("hidden", hidden)
+        image_shape = _checks.image_shape("image_shape", image_shape)
+        _check_rngs(rngs)
         self.image_shape = tuple(image_shape)
         h, w, c = self.image_shape
         dims = (c, *channels)
@@ -186,8 +197,10 @@ class ConvDecoder(nnx.Module):
         rngs: nnx.Rngs,
     ):
         latent_dim = _checks.positive_int("latent_dim", latent_dim)
-        channels = _checks.int_sequence("channels", channels)
+        channels = _checks.int_sequence("channels", channels, allow_empty=False)
         _checks.choice("upsample", upsample, ("depth_to_space", "transpose"))
+        image_shape = _checks.image_shape("image_shape", image_shape)
+        _check_rngs(rngs)
         self.latent_dim = latent_dim
         self.upsample = upsample
         self.image_shape = tuple(image_shape)
@@ -224,6 +237,16 @@ class VAE(nnx.Module):
     """
 
     def __init__(self, encoder: nnx.Module, decoder: nnx.Module):
+        if not isinstance(encoder, nnx.Module) or not callable(encoder):
+            raise TypeError(
+                f"encoder must be an nnx.Module mapping x to (mean, logvar), got {type(encoder).__name__}"
+            )
+        needs = ("likelihood", "latent_dim")
+        if not isinstance(decoder, nnx.Module) or not all(hasattr(decoder, a) for a in needs):
+            raise TypeError(
+                "decoder must be an nnx.Module with attributes likelihood and latent_dim (e.g. MLPDecoder), "
+                f"got {type(decoder).__name__}"
+            )
         self.encoder = encoder
         self.decoder = decoder
 
@@ -235,12 +258,30 @@ class VAE(nnx.Module):
     def latent_dim(self) -> int:
         return self.decoder.latent_dim
 
+    @property
+    def data_dim(self) -> int | None:
+        """``D``, the length of a data vector the encoder takes (``None`` if the encoder does not say)."""
+        if hasattr(self.encoder, "in_features"):
+            return int(self.encoder.in_features)
+        if hasattr(self.encoder, "image_shape"):
+            h, w, c = self.encoder.image_shape
+            return h * w * c
+        return None
+
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``x (N, D) -> mean, logvar (N, Z)``."""
+        # only the last axis is checked: the MLP models also take (D,) or (K, N, D), e.g. under jax.vmap
+        x = _checks.array("x", x, min_ndim=1, finite=False)
+        d = self.data_dim
+        if d is not None and x.shape[-1] != d:
+            raise ValueError(f"x must have shape (N, {d}) for this model, got {tuple(x.shape)}")
         return self.encoder(x)
 
     def decode(self, z: jax.Array) -> Any:
         """``z (N, Z) ->`` logits ``(N, D)`` or ``(mean, logvar)``."""
+        z = _checks.array("z", z, min_ndim=1, finite=False)
+        if z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must have shape (N, {self.latent_dim}) for this model, got {tuple(z.shape)}")
         return self.decoder(z)
 
     def mean_of(self, output: Any) -> jax.Array:
@@ -270,7 +311,13 @@ def mlp_vae(
     rngs: nnx.Rngs,
 ) -> VAE:
     """An MLP VAE ``data_dim - hidden - latent_dim`` with a mirrored decoder."""
+    # everything is checked before any layer is built (MLPEncoder and MLPDecoder check again)
+    data_dim = _checks.positive_int("data_dim", data_dim)
+    _checks.positive_int("latent_dim", latent_dim)
     hidden = _checks.int_sequence("hidden", hidden)
+    _checks.choice("likelihood", likelihood, LIKELIHOODS)
+    if obs_logvar is not None:
+        _checks.real("obs_logvar", obs_logvar)
     enc = MLPEncoder(data_dim, latent_dim, hidden=hidden, activation=activation, rngs=rngs)
     dec = MLPDecoder(
         latent_dim,
@@ -297,6 +344,7 @@ def conv_vae(
     The defaults are the keras-io architecture, with ``upsample`` chosen by measurement (``ConvDecoder``).
     """
     channels = _checks.int_sequence("channels", channels)
+    _checks.choice("upsample", upsample, ("depth_to_space", "transpose"))
     enc = ConvEncoder(latent_dim, channels=channels, hidden=hidden, rngs=rngs)
     dec = ConvDecoder(latent_dim, channels=channels[::-1], upsample=upsample, rngs=rngs)
     return VAE(enc, dec)

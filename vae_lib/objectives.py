@@ -142,7 +142,10 @@ def elbo_per_example(
       ``(reconstruction, kl)``, each of shape ``(B,)``; the ELBO is their difference.
     """
     x = _checks.array("x", x, ndim=2)
+    _checks.function("encode", encode)
+    _checks.function("decode", decode)
     _checks.choice("likelihood", likelihood, LIKELIHOODS)
+    _checks.boolean("analytic_kl", analytic_kl)
     num_samples = _checks.positive_int("num_samples", num_samples)
     mean, logvar = encode(x)  # (B, D) -> (B, Z), (B, Z)
     _check_inputs(x, mean, logvar)
@@ -217,6 +220,8 @@ def iwae_bound(
       Bounds of shape ``(B,)`` (no batch reduction).
     """
     x = _checks.array("x", x, ndim=2)
+    _checks.function("encode", encode)
+    _checks.function("decode", decode)
     _checks.choice("likelihood", likelihood, LIKELIHOODS)
     k = _checks.positive_int("num_samples", num_samples)
     mean, logvar = encode(x)

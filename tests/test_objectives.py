@@ -1,0 +1,259 @@
+"""reparameterize, the ELBO and the IWAE bound against closed forms and Monte Carlo standard errors.
+
+Most checks use the linear-Gaussian model of ``conftest.LinearGaussian``, where ``log p(x)``, the exact
+posterior and the ELBO of any diagonal Gaussian ``q`` are known in closed form. A Monte Carlo estimate
+is compared with its truth within 4 standard errors, the standard error computed from the samples.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import integrate, special, stats
+
+import vae_lib
+from vae_lib import elbo, elbo_per_example, iwae_bound, reparameterize
+
+
+def _per_example(encode, decode, **kw):
+    """``elbo_per_example`` with a Gaussian likelihood, jitted (one compilation instead of many ops)."""
+    return jax.jit(lambda key, x: elbo_per_example(key, x, encode, decode, likelihood="gaussian", **kw))
+
+
+def _iwae(encode, decode, k):
+    return jax.jit(lambda key, x: iwae_bound(key, x, encode, decode, num_samples=k, likelihood="gaussian"))
+
+
+def _mean_se(a, axis=None):
+    a = np.asarray(a, np.float64)
+    n = a.size if axis is None else a.shape[axis]
+    return a.mean(axis=axis), a.std(axis=axis, ddof=1) / np.sqrt(n)
+
+
+# --- reparameterize ---------------------------------------------------------------------------------
+
+MEAN = np.array([0.5, -1.0, 2.0], np.float32)
+LOGVAR = np.array([-1.0, 0.0, 0.7], np.float32)
+
+
+def test_reparameterize_moments():
+    n = 100_000
+    z = np.asarray(reparameterize(jax.random.key(0), MEAN, LOGVAR, num_samples=n), np.float64)
+    assert z.shape == (n, 3)
+    var = np.exp(LOGVAR.astype(np.float64))
+    mean_hat, var_hat = z.mean(axis=0), z.var(axis=0, ddof=1)
+    assert np.all(np.abs(mean_hat - MEAN) < 4 * np.sqrt(var / n))
+    assert np.all(np.abs(var_hat - var) < 4 * var * np.sqrt(2.0 / (n - 1)))  # SE of a Gaussian variance
+
+
+def test_reparameterize_gradients_match_the_closed_form():
+    # f(z) = z^2: E[f] = m^2 + exp(lv), so dE/dm = 2m and dE/dlv = exp(lv).
+    n = 100_000
+    key = jax.random.key(1)
+    mean, logvar = jnp.asarray(MEAN), jnp.asarray(LOGVAR)
+    f = lambda m, lv: reparameterize(key, m, lv, num_samples=n) ** 2  # noqa: E731  (n, 3)
+    # Each z[:, j] depends on m[j], lv[j] only, so a JVP with ones gives the per-sample gradients.
+    _, dm = jax.jvp(lambda m: f(m, logvar), (mean,), (jnp.ones(3),))
+    _, dlv = jax.jvp(lambda lv: f(mean, lv), (logvar,), (jnp.ones(3),))
+    for per_sample, exact in ((dm, 2 * MEAN), (dlv, np.exp(LOGVAR))):
+        est, se = _mean_se(per_sample, axis=0)
+        assert np.all(np.abs(est - exact) < 4 * se), (est, exact, se)
+    # jax.grad of the sample mean is the mean of the per-sample gradients
+    gm, glv = jax.grad(lambda m, lv: f(m, lv).mean(0).sum(), argnums=(0, 1))(mean, logvar)
+    assert_allclose(gm, np.asarray(dm).mean(0), rtol=1e-4)
+    assert_allclose(glv, np.asarray(dlv).mean(0), rtol=1e-4)
+
+
+def test_reparameterize_keys_shapes_dtypes_and_jit():
+    mean = jnp.asarray(np.tile(MEAN, (4, 1)))  # (4, 3)
+    logvar = jnp.asarray(np.tile(LOGVAR, (4, 1)))
+    k1, k2 = jax.random.split(jax.random.key(2))
+    z = reparameterize(k1, mean, logvar)
+    assert z.shape == (4, 3) and z.dtype == jnp.float32
+    assert_array_equal(z, reparameterize(k1, mean, logvar))
+    assert not np.allclose(z, reparameterize(k2, mean, logvar))
+    zk = reparameterize(k1, mean, logvar, num_samples=5)
+    assert zk.shape == (5, 4, 3)
+    assert len({np.asarray(zk[i]).tobytes() for i in range(5)}) == 5  # the samples differ
+    jitted = jax.jit(reparameterize, static_argnames="num_samples")
+    assert_allclose(jitted(k1, mean, logvar), z, rtol=1e-6, atol=1e-6)
+    assert_allclose(jitted(k1, mean, logvar, num_samples=5), zk, rtol=1e-6, atol=1e-6)
+    # a tiny variance gives the mean
+    assert_allclose(reparameterize(k1, mean, jnp.full_like(logvar, -40.0)), mean, rtol=0, atol=1e-7)
+
+
+def test_reparameterize_keeps_float64(x64):
+    z = reparameterize(jax.random.key(3), jnp.zeros((2, 3)), jnp.zeros((2, 3)), num_samples=4)
+    assert z.dtype == jnp.float64 and z.shape == (4, 2, 3)
+
+
+# --- the linear-Gaussian model: closed-form truth ---------------------------------------------------
+
+
+@pytest.fixture
+def lg(linear_gaussian):
+    return linear_gaussian(seed=0, data_dim=4, latent_dim=2)
+
+
+@pytest.fixture
+def x(lg):
+    return lg.sample_x(seed=1, n=6)  # (6, 4) float32
+
+
+def test_linear_gaussian_closed_forms_are_consistent(lg, x):
+    # a check of the test's own truth: the closed-form ELBO equals log p(x) at the exact posterior and
+    # is below it elsewhere (the gap is KL(q || p(z|x)) > 0)
+    mean, logvar = lg.posterior(x)
+    assert_allclose(lg.elbo(x, mean, logvar), lg.log_marginal(x), rtol=1e-12)
+    assert np.all(lg.elbo(x, mean + 0.3, logvar - 0.5) < lg.log_marginal(x) - 1e-3)
+    # the posterior via Bayes' rule on a grid point: log p(z|x) = log p(x|z) + log p(z) - log p(x)
+    z = mean[0] + 0.4
+    log_joint = stats.norm.logpdf(x[0], lg.W @ z + lg.b, lg.s).sum() + stats.norm.logpdf(z).sum()
+    log_post = stats.norm.logpdf(z, mean[0], np.exp(0.5 * logvar[0])).sum()
+    assert_allclose(log_joint - lg.log_marginal(x[:1])[0], log_post, rtol=1e-10)
+
+
+def test_elbo_at_the_exact_posterior_equals_log_marginal_for_any_key(lg, x, x64):
+    x = jnp.asarray(x, jnp.float64)
+    log_px = lg.log_marginal(x)
+    encode = lg.exact_encoder()
+    terms = _per_example(encode, lg.decode, analytic_kl=False)
+    iwae = {k: _iwae(encode, lg.decode, k) for k in (1, 7)}
+    for seed in range(4):
+        key = jax.random.key(seed)
+        # with the Monte Carlo KL, log p(x|z) + log p(z) - log q(z|x) = log p(x) for every z
+        rec, kl = terms(key, x)
+        assert rec.shape == kl.shape == (6,) and rec.dtype == jnp.float64
+        assert_allclose(rec - kl, log_px, rtol=1e-10)
+        for k, fn in iwae.items():
+            iw = fn(key, x)
+            assert iw.shape == (6,)
+            assert_allclose(iw, log_px, rtol=1e-10)
+
+
+def test_analytic_kl_elbo_at_the_exact_posterior_is_unbiased(lg, x):
+    # with the analytic KL only the reconstruction term is random; its mean is log p(x) + KL
+    reps = 4000
+    xr = np.repeat(x, reps, axis=0)  # independent samples of z for each copy
+    rec, kl = _per_example(lg.exact_encoder(), lg.decode)(jax.random.key(4), xr)
+    est, se = _mean_se(np.asarray(rec - kl).reshape(6, reps), axis=1)
+    assert np.all(np.abs(est - lg.log_marginal(x)) < 4 * se), (est, lg.log_marginal(x), se)
+
+
+def test_elbo_of_a_poor_encoder_matches_the_closed_form_and_is_below_log_marginal(lg, x):
+    reps = 4000
+    encode = lg.poor_encoder(shift=0.5, var_factor=2.0)
+    xr = np.repeat(x, reps, axis=0)
+    rec, kl = _per_example(encode, lg.decode)(jax.random.key(5), xr)
+    est, se = _mean_se(np.asarray(rec - kl).reshape(6, reps), axis=1)
+    mean, logvar = (np.asarray(a) for a in encode(jnp.asarray(x)))
+    exact = lg.elbo(x, mean, logvar)
+    assert np.all(np.abs(est - exact) < 4 * se), (est, exact, se)
+    # the estimate lies below log p(x) by more than its Monte Carlo error
+    assert np.all(est + 4 * se < lg.log_marginal(x))
+
+
+def test_monte_carlo_kl_agrees_with_the_analytic_kl(lg, x):
+    reps = 4000
+    encode = lg.poor_encoder(shift=0.3, var_factor=1.5)
+    xr = np.repeat(x, reps, axis=0)
+    key = jax.random.key(6)
+    rec_a, kl_a = _per_example(encode, lg.decode)(key, xr)
+    rec_m, kl_m = _per_example(encode, lg.decode, analytic_kl=False)(key, xr)
+    assert_allclose(rec_a, rec_m, rtol=1e-5)  # same key, same samples of z
+    diff, se = _mean_se(np.asarray(kl_m - kl_a).reshape(6, reps), axis=1)
+    assert np.all(np.abs(diff) < 4 * se), (diff, se)
+    assert np.all(se > 0)
+    # and the batch means of elbo() agree within the standard error of all copies together
+    batch = jax.jit(lambda key, x, analytic_kl: elbo(key, x, encode, lg.decode, likelihood="gaussian",
+                                                     analytic_kl=analytic_kl), static_argnums=2)
+    _, se_all = _mean_se(kl_m - kl_a)
+    assert abs(float(batch(key, xr, True).elbo) - float(batch(key, xr, False).elbo)) < 4 * se_all
+
+
+def test_iwae_bound_rises_with_k_towards_log_marginal(lg, x):
+    reps, n = 1000, 3
+    encode = lg.poor_encoder(shift=0.8, var_factor=2.0)  # gaps about 4.9, 1.0, 0.14, 0.017 nats
+    xr = np.repeat(x[:n], reps, axis=0)  # (n * reps, D): independent draws for every copy
+    log_px = lg.log_marginal(x[:n])[:, None]  # (n, 1)
+    gaps, ses = [], []
+    for i, k in enumerate((1, 10, 100, 1000)):
+        iw = np.asarray(_iwae(encode, lg.decode, k)(jax.random.key(100 + i), xr), np.float64)
+        gap, se = _mean_se(log_px - iw.reshape(n, reps), axis=1)  # per example
+        gaps.append(gap.mean())
+        ses.append(np.sqrt(np.sum(se**2)) / n)
+    gaps, ses = np.array(gaps), np.array(ses)
+    # E[log p(x) - IWAE_k] >= 0 and falls with k; each step is larger than 4 joint standard errors
+    assert np.all(gaps > -4 * ses), (gaps, ses)
+    assert np.all(np.diff(gaps) < -4 * np.hypot(ses[1:], ses[:-1])), (gaps, ses)
+    assert gaps[-1] < 0.02 * gaps[0], gaps
+
+
+def test_iwae_with_one_sample_is_the_monte_carlo_kl_elbo(lg, x):
+    key = jax.random.key(7)
+    encode = lg.poor_encoder()
+    rec, kl = elbo_per_example(key, x, encode, lg.decode, likelihood="gaussian", analytic_kl=False)
+    iw = iwae_bound(key, x, encode, lg.decode, num_samples=1, likelihood="gaussian")
+    assert_allclose(iw, rec - kl, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.25, 1.0, 3.0])
+def test_beta_weights_only_the_objective(lg, x, beta):
+    key = jax.random.key(8)
+    encode = lg.poor_encoder()
+    terms = elbo(key, x, encode, lg.decode, likelihood="gaussian", beta=beta)
+    rec, kl = elbo_per_example(key, x, encode, lg.decode, likelihood="gaussian")
+    assert isinstance(terms, vae_lib.ElboTerms)
+    assert all(t.shape == () for t in terms)
+    assert_allclose(terms.reconstruction, rec.mean(), rtol=1e-6)
+    assert_allclose(terms.kl, kl.mean(), rtol=1e-6)
+    assert_allclose(terms.elbo, rec.mean() - kl.mean(), rtol=1e-6)
+    assert_allclose(terms.objective, rec.mean() - beta * kl.mean(), rtol=1e-6)
+    assert float(kl.mean()) > 0.1  # so the beta weighting is visible
+
+
+def test_elbo_jit_equals_eager_and_keys(lg, x):
+    encode = lg.poor_encoder()
+    fn = lambda key, x: elbo(key, x, encode, lg.decode, likelihood="gaussian", num_samples=3)  # noqa: E731
+    k1, k2 = jax.random.split(jax.random.key(9))
+    eager = fn(k1, x)
+    for a, b in zip(jax.jit(fn)(k1, x), eager):
+        assert_allclose(a, b, rtol=1e-5)
+    assert_array_equal(fn(k1, x).elbo, eager.elbo)
+    assert float(fn(k2, x).reconstruction) != float(eager.reconstruction)
+    assert float(fn(k2, x).kl) == float(eager.kl)  # analytic KL does not depend on the key
+
+
+def test_bernoulli_reconstruction_matches_quadrature():
+    # 1-D latent, Bernoulli decoder with logits w * z + c: E_q[log p(x|z)] by adaptive quadrature
+    w, c = np.array([1.5, -2.0, 0.7]), np.array([0.2, 0.5, -1.0])
+    x = np.array([[1.0, 0.0, 1.0]], np.float32)
+    m, lv = 0.3, -0.8
+
+    def integrand(z):
+        p = special.expit(w * z + c)
+        return stats.bernoulli.logpmf(x[0], p).sum() * stats.norm.pdf(z, m, np.exp(0.5 * lv))
+
+    sd = np.exp(0.5 * lv)
+    exact = integrate.quad(integrand, m - 12 * sd, m + 12 * sd, epsabs=1e-12, epsrel=1e-12)[0]
+    reps = 20000
+    xr = np.repeat(x, reps, axis=0)
+    encode = lambda x: (jnp.full((x.shape[0], 1), m), jnp.full((x.shape[0], 1), lv))  # noqa: E731
+    decode = lambda z: z * jnp.asarray(w[None], jnp.float32) + jnp.asarray(c[None], jnp.float32)  # noqa: E731
+    rec, kl = jax.jit(lambda key, x: elbo_per_example(key, x, encode, decode))(jax.random.key(10), xr)
+    est, se = _mean_se(rec)
+    assert abs(est - exact) < 4 * se, (est, exact, se)
+    assert_allclose(kl, 0.5 * (np.exp(lv) + m**2 - 1 - lv), rtol=1e-5)
+
+
+def test_log_likelihood_gaussian_with_sample_axis_matches_scipy():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    mean = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    logvar = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    got = vae_lib.log_likelihood(jnp.broadcast_to(x, (5, 3, 4)), (mean, logvar), "gaussian")
+    assert got.shape == (5, 3)
+    assert_allclose(got, stats.norm.logpdf(x, mean, np.exp(0.5 * logvar)).sum(-1), rtol=1e-5)
