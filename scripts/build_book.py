@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=900, kernel_name="python3", coalesce_streams=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     t0 = time.perf_counter()
     client.execute()
     return nb, time.perf_counter() - t0
