@@ -137,7 +137,11 @@ class LinearGaussian:
     def vae(self, *, shift: float = 0.0, var_factor: float = 1.0) -> vae_lib.VAE:
         """``mlp_vae(hidden=())`` is affine: set its weights to this model and to a (shifted) posterior."""
         model = vae_lib.mlp_vae(
-            self.data_dim, self.latent_dim, hidden=(), likelihood="gaussian", obs_logvar=self.obs_logvar,
+            self.data_dim,
+            self.latent_dim,
+            hidden=(),
+            likelihood="gaussian",
+            obs_logvar=self.obs_logvar,
             rngs=nnx.Rngs(0),
         )
         var = 1.0 / (1.0 + np.sum(self.W**2, axis=0) / self.s**2)

@@ -95,16 +95,18 @@ def test_load_mnist5k_split(fast_mnist, _mnist_raw):
     train, test = _row_hashes(split.x_train), _row_hashes(split.x_test)
     assert not set(train) & set(test)
     raw_x, raw_y = _mnist_raw
-    raw = dict(zip(_row_hashes((raw_x / 255.0).astype(np.float32)), raw_y))
+    raw = dict(zip(_row_hashes((raw_x / 255.0).astype(np.float32)), raw_y, strict=True))
     assert len(raw) == 5000 and set(train) | set(test) == set(raw)
-    assert all(raw[h] == y for h, y in zip(train + test, np.concatenate([split.y_train, split.y_test])))
+    assert all(
+        raw[h] == y for h, y in zip(train + test, np.concatenate([split.y_train, split.y_test]), strict=True)
+    )
     # the classes are shuffled, not in blocks
     assert len(set(split.y_train[:50])) > 5
 
 
 def test_load_mnist5k_is_fixed_across_calls(fast_mnist):
     a, b = data.load_mnist5k(), data.load_mnist5k()
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         assert_array_equal(u, v)
 
 

@@ -34,9 +34,9 @@ def test_mlp_encoder_shapes_and_parameter_count():
     _check_pair(enc(x), 4, 2)
     assert _num_params(enc) == (12 * 8 + 8) + (8 * 8 + 8) + 2 * (8 * 2 + 2)
     # no hidden layer: an affine encoder
-    lin = MLPEncoder(4, 2, hidden=(), rngs=nnx.Rngs(0))
-    _check_pair(lin(x[:, :4]), 4, 2)
-    assert _num_params(lin) == 2 * (4 * 2 + 2)
+    lin = MLPEncoder(8, 2, hidden=(), rngs=nnx.Rngs(0))
+    _check_pair(lin(x[:, :8]), 4, 2)
+    assert _num_params(lin) == 2 * (8 * 2 + 2)
 
 
 def test_mlp_decoder_bernoulli():
@@ -92,12 +92,12 @@ def test_conv_encoder_shapes_and_parameter_count():
 
 @pytest.mark.parametrize("upsample", ["depth_to_space", "transpose"])
 def test_conv_decoder_shapes_and_parameter_count(upsample):
-    def count(c0, c1):
+    def count(c0, c1):  # dense to 7x7xc0; upsampling c0 -> c0 -> c1; 3x3 convolution c1 -> 1
         dense = 2 * 7 * 7 * c0 + 7 * 7 * c0
-        if upsample == "transpose":
-            ups = (9 * c0 * c1 + c1) + (9 * c1 * c1 + c1)
-        else:
-            ups = (9 * c0 * 4 * c1 + 4 * c1) + (9 * c1 * 4 * c1 + 4 * c1)
+        if upsample == "transpose":  # 3x3 transposed convolutions
+            ups = (9 * c0 * c0 + c0) + (9 * c0 * c1 + c1)
+        else:  # 2x2 convolutions to 4c channels
+            ups = (4 * c0 * 4 * c0 + 4 * c0) + (4 * c0 * 4 * c1 + 4 * c1)
         return dense + ups + (9 * c1 * 1 + 1)
 
     default = _abstract_num_params(lambda: ConvDecoder(2, upsample=upsample, rngs=nnx.Rngs(0)))
@@ -107,6 +107,19 @@ def test_conv_decoder_shapes_and_parameter_count(upsample):
     assert logits.shape == (3, 784) and logits.dtype == jnp.float32
     assert dec.likelihood == "bernoulli" and dec.latent_dim == 2
     assert _num_params(dec) == count(4, 4)
+
+
+@pytest.mark.parametrize("upsample", ["depth_to_space", "transpose"])
+def test_conv_decoder_equals_its_flax_layers_called_directly(upsample):
+    # The decoder computes its convolutions its own way; calling its Flax layers must give the same logits.
+    dec = ConvDecoder(2, channels=SMALL["channels"], upsample=upsample, rngs=nnx.Rngs(1))
+    z = jax.random.normal(jax.random.key(0), (3, 2))
+    h = jax.nn.relu(dec.dense(z)).reshape(3, 7, 7, SMALL["channels"][0])
+    for up in dec.ups:
+        h = jax.nn.relu(up(h) if upsample == "transpose" else depth_to_space(up(h)))
+    expected = dec.out(h).reshape(3, 784)
+    assert np.std(np.asarray(expected)) > 1e-3  # not a trivial (all-dead) network
+    assert_allclose(dec(z), expected, rtol=1e-4, atol=1e-5)
 
 
 def _depth_to_space_numpy(x: np.ndarray, b: int) -> np.ndarray:
@@ -130,34 +143,38 @@ def test_depth_to_space_matches_numpy(block, channels):
     assert_array_equal(got, _depth_to_space_numpy(x, block))
 
 
-def test_depth_to_space_matches_a_stride_2_transposed_convolution():
-    # A stride-2 transposed convolution is a stride-1 3x3 convolution to 4C channels followed by
-    # depth-to-space (the claim in ConvDecoder's docstring): build that Conv from the ConvTranspose.
-    # Output pixel (2h + i, 2w + j) is a sum over x[h + dh, w + dw] with |dh|, |dw| <= 1 of linear maps
-    # that depend on (dh, dw, i, j) only; read them off the responses to one-hot inputs at (2, 2).
+def test_a_2x2_convolution_and_depth_to_space_contain_the_stride_2_transposed_convolution():
+    # ConvDecoder's claim: a 3x3 stride-2 "SAME" transposed convolution equals a 2x2 convolution over input
+    # rows {h - 1, h} and columns {w - 1, w} to 4C channels, then depth-to-space. Output pixel
+    # (2h + i, 2w + j) is a sum over x[h + dh, w + dw] of linear maps that depend on (dh, dw, i, j) only:
+    # read them off the responses to one-hot inputs at (2, 2), check that only dh, dw in {-1, 0} occur,
+    # and build the 2x2 convolution from them.
     cin, cout = SMALL["channels"]
     tconv = nnx.ConvTranspose(cin, cout, (3, 3), strides=2, padding="SAME", rngs=nnx.Rngs(0))
     probes = np.zeros((cin, 5, 5, cin), np.float32)
     probes[np.arange(cin), 2, 2, np.arange(cin)] = 1.0
     bias = np.asarray(tconv.bias[...])
     resp = np.asarray(tconv(jnp.asarray(probes))) - bias  # (cin, 10, 10, cout)
-    kernel = np.zeros((3, 3, cin, 4 * cout), np.float32)
+    kernel = np.zeros((2, 2, cin, 4 * cout), np.float32)
     for oy in range(10):
         for ox in range(10):
             (h, i), (w, j) = divmod(oy, 2), divmod(ox, 2)
             dh, dw = 2 - h, 2 - w  # the input pixel (2, 2) seen from output block (h, w)
-            if abs(dh) <= 1 and abs(dw) <= 1:
+            if dh in (-1, 0) and dw in (-1, 0):
                 kernel[dh + 1, dw + 1, :, (i * 2 + j) * cout : (i * 2 + j + 1) * cout] = resp[:, oy, ox]
             else:
-                assert np.all(resp[:, oy, ox] == 0)
-    conv = nnx.Conv(cin, 4 * cout, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+                assert np.all(np.abs(resp[:, oy, ox]) < 1e-6), (dh, dw)
+    assert np.count_nonzero(kernel) == 9 * cin * cout  # each 3x3 tap used once: 7 of 16 are zero
+    conv = nnx.Conv(cin, 4 * cout, (2, 2), padding=((1, 0), (1, 0)), rngs=nnx.Rngs(0))
     conv.kernel[...] = jnp.asarray(kernel)
     conv.bias[...] = jnp.asarray(np.tile(bias, 4))
     x = jax.random.normal(jax.random.key(1), (2, 7, 7, cin))
     assert_allclose(depth_to_space(conv(x)), tconv(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("likelihood,obs_logvar", [("bernoulli", None), ("gaussian", None), ("gaussian", 0.0)])
+@pytest.mark.parametrize(
+    "likelihood,obs_logvar", [("bernoulli", None), ("gaussian", None), ("gaussian", 0.0)]
+)
 def test_mlp_vae(likelihood, obs_logvar):
     model = mlp_vae(12, 2, hidden=(8,), likelihood=likelihood, obs_logvar=obs_logvar, rngs=nnx.Rngs(0))
     assert isinstance(model, VAE)

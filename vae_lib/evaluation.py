@@ -104,13 +104,13 @@ def _iwae_chunks(graphdef, state, key, chunks, *, likelihood, num_chunks, chunk)
         mean, logvar = model.encode(xb)  # (B, Z)
 
         def per_samples(carry, ks):
-            z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(ks, (chunk, *mean.shape))  # (S, B, Z)
+            z = mean[None] + jnp.exp(0.5 * logvar[None]) * jax.random.normal(ks, (chunk, *mean.shape))  # (S, B, Z)
             out = model.decode(z.reshape(-1, z.shape[-1]))
             out = jax.tree.map(lambda a: a.reshape(chunk, xb.shape[0], -1), out)
             log_w = (
-                log_likelihood(xb, out, likelihood)
+                log_likelihood(xb[None], out, likelihood)
                 + standard_normal_log_prob(z)
-                - gaussian_log_prob(z, mean, logvar)
+                - gaussian_log_prob(z, mean[None], logvar[None])
             )  # (S, B)
             return jnp.logaddexp(carry, jax.nn.logsumexp(log_w, axis=0)), None
 
@@ -179,11 +179,11 @@ def latent_grid(latent_dim: int, num_points: int, bound: float) -> tuple[jax.Arr
 def _pairwise_log_likelihood(x: jax.Array, out, likelihood: str) -> jax.Array:
     """``log p(x_n | z_g)`` for every pair, shape ``(N, G)``, written as matrix products."""
     if likelihood == "bernoulli":
-        return x @ out.T - jnp.sum(jax.nn.softplus(out), axis=-1)  # (N, D) @ (D, G)
+        return x @ out.T - jnp.sum(jax.nn.softplus(out), axis=-1)[None, :]  # (N, D) @ (D, G)
     mean, logvar = out  # (G, D)
     prec = jnp.exp(-logvar)
-    quad = (x**2) @ prec.T - 2.0 * x @ (mean * prec).T + jnp.sum(mean**2 * prec, axis=-1)
-    return -0.5 * (quad + jnp.sum(logvar, axis=-1) + x.shape[-1] * math.log(2 * math.pi))
+    quad = (x**2) @ prec.T - 2.0 * x @ (mean * prec).T + jnp.sum(mean**2 * prec, axis=-1)[None, :]
+    return -0.5 * (quad + jnp.sum(logvar, axis=-1)[None, :] + x.shape[-1] * math.log(2 * math.pi))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "grid_chunk"))
@@ -192,7 +192,7 @@ def _quadrature(graphdef, state, x, z, log_cell, *, likelihood, grid_chunk):
     zc = z.reshape(-1, grid_chunk, z.shape[-1])
 
     def body(carry, zg):
-        terms = _pairwise_log_likelihood(x, model.decode(zg), likelihood) + standard_normal_log_prob(zg)
+        terms = _pairwise_log_likelihood(x, model.decode(zg), likelihood) + standard_normal_log_prob(zg)[None, :]
         return jnp.logaddexp(carry, jax.nn.logsumexp(terms, axis=-1)), None
 
     total, _ = jax.lax.scan(body, jnp.full((x.shape[0],), -jnp.inf), zc)

@@ -73,7 +73,7 @@ def reparameterize(
     if num_samples is not None:
         shape = (_checks.positive_int("num_samples", num_samples),) + shape
     eps = jax.random.normal(key, shape, dtype=mean.dtype)
-    return mean + jnp.exp(0.5 * logvar) * eps
+    return jnp.broadcast_to(mean, shape) + jnp.exp(0.5 * jnp.broadcast_to(logvar, shape)) * eps
 
 
 def log_likelihood(x: jax.Array, output: Any, likelihood: str = "bernoulli") -> jax.Array:
@@ -150,11 +150,11 @@ def elbo_per_example(
     mean, logvar = encode(x)  # (B, D) -> (B, Z), (B, Z)
     _check_inputs(x, mean, logvar)
     z = reparameterize(key, mean, logvar, num_samples)  # (K, B, Z)
-    rec = log_likelihood(x, _decode_samples(decode, z), likelihood).mean(axis=0)  # (B,)
+    rec = log_likelihood(x[None], _decode_samples(decode, z), likelihood).mean(axis=0)  # (B,)
     if analytic_kl:
         kl = kl_standard_normal(mean, logvar)
     else:
-        log_q = gaussian_log_prob(z, mean, logvar)  # (K, B)
+        log_q = gaussian_log_prob(z, mean[None], logvar[None])  # (K, B)
         kl = (log_q - standard_normal_log_prob(z)).mean(axis=0)
     return rec, kl
 
@@ -228,8 +228,8 @@ def iwae_bound(
     _check_inputs(x, mean, logvar)
     z = reparameterize(key, mean, logvar, k)  # (K, B, Z)
     log_w = (
-        log_likelihood(x, _decode_samples(decode, z), likelihood)
+        log_likelihood(x[None], _decode_samples(decode, z), likelihood)
         + standard_normal_log_prob(z)
-        - gaussian_log_prob(z, mean, logvar)
+        - gaussian_log_prob(z, mean[None], logvar[None])
     )  # (K, B)
     return jax.nn.logsumexp(log_w, axis=0) - math.log(k)
