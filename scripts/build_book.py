@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        nb, timeout=900, kernel_name="python3", coalesce_streams=True,
+        nb,
+        timeout=900,
+        kernel_name="python3",
+        coalesce_streams=True,
         resources={"metadata": {"path": str(path.parent)}},
     )
     t0 = time.perf_counter()
@@ -43,7 +46,9 @@ def title_of(nb: nbformat.NotebookNode, fallback: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--inplace", action="store_true", help="overwrite the stored notebooks")
     parser.add_argument("--out", type=Path, default=ROOT / "build")
@@ -68,12 +73,14 @@ def main() -> int:
     if not args.inplace:
         items = "\n".join(
             f'<li><a href="{html.escape(href)}">{html.escape(title)}</a> '
-            f'<small>(executed in {secs:.0f} s)</small></li>'
+            f"<small>(executed in {secs:.0f} s)</small></li>"
             for href, title, secs in entries
         )
         (book_dir / "index.html").write_text(
-            "<!doctype html><html><head><meta charset='utf-8'><title>Variational autoencoders with JAX</title>"
-            "<style>body{font-family:sans-serif;max-width:46em;margin:3em auto;line-height:1.5}</style></head>"
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            "<title>Variational autoencoders with JAX</title>"
+            "<style>body{font-family:sans-serif;max-width:46em;margin:3em auto;line-height:1.5}</style>"
+            "</head>"
             "<body><h1>Variational autoencoders with JAX, Flax and Optax</h1>"
             f"<p>Chapters, executed by <code>make book</code>:</p><ol>{items}</ol></body></html>\n",
             encoding="utf-8",

@@ -25,17 +25,14 @@ def _environment_requirements() -> set[str]:
     lines = (ROOT / "environment.yml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
     return {
-        re.sub(r"\s+", "", line.strip()[2:])
-        for line in lines[start + 1 :]
-        if line.strip().startswith("- ")
+        re.sub(r"\s+", "", line.strip()[2:]) for line in lines[start + 1 :] if line.strip().startswith("- ")
     }
 
 
 def test_environment_yml_mirrors_pyproject():
     pyproject, env = _pyproject_requirements(), _environment_requirements()
-    assert pyproject == env, (
-        f"only in pyproject.toml: {sorted(pyproject - env)}; only in environment.yml: {sorted(env - pyproject)}"
-    )
+    only_pyproject, only_env = sorted(pyproject - env), sorted(env - pyproject)
+    assert pyproject == env, f"only in pyproject.toml: {only_pyproject}; only in environment.yml: {only_env}"
 
 
 def test_ci_runs_the_readme_test_command():

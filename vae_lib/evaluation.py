@@ -47,8 +47,13 @@ def _elbo_chunks(graphdef, state, key, chunks, *, likelihood, num_samples, analy
     def one(args):
         k, xb = args
         return elbo_per_example(
-            k, xb, model.encode, model.decode,
-            likelihood=likelihood, analytic_kl=analytic_kl, num_samples=num_samples,
+            k,
+            xb,
+            model.encode,
+            model.decode,
+            likelihood=likelihood,
+            analytic_kl=analytic_kl,
+            num_samples=num_samples,
         )
 
     rec, kl = jax.lax.map(one, (keys, chunks))
@@ -87,8 +92,13 @@ def evaluate_elbo(
     graphdef, state = nnx.split(model)
     chunks, n = _pad_chunks(x, batch_size)
     rec, kl = _elbo_chunks(
-        graphdef, state, key, chunks,
-        likelihood=model.likelihood, num_samples=num_samples, analytic_kl=analytic_kl,
+        graphdef,
+        state,
+        key,
+        chunks,
+        likelihood=model.likelihood,
+        num_samples=num_samples,
+        analytic_kl=analytic_kl,
     )
     rec, kl = rec[:n].mean(), kl[:n].mean()
     return ElboTerms(objective=rec - kl, elbo=rec - kl, reconstruction=rec, kl=kl)
@@ -104,7 +114,9 @@ def _iwae_chunks(graphdef, state, key, chunks, *, likelihood, num_chunks, chunk)
         mean, logvar = model.encode(xb)  # (B, Z)
 
         def per_samples(carry, ks):
-            z = mean[None] + jnp.exp(0.5 * logvar[None]) * jax.random.normal(ks, (chunk, *mean.shape))  # (S, B, Z)
+            z = mean[None] + jnp.exp(0.5 * logvar[None]) * jax.random.normal(
+                ks, (chunk, *mean.shape)
+            )  # (S, B, Z)
             out = model.decode(z.reshape(-1, z.shape[-1]))
             out = jax.tree.map(lambda a: a.reshape(chunk, xb.shape[0], -1), out)
             log_w = (
@@ -192,7 +204,9 @@ def _quadrature(graphdef, state, x, z, log_cell, *, likelihood, grid_chunk):
     zc = z.reshape(-1, grid_chunk, z.shape[-1])
 
     def body(carry, zg):
-        terms = _pairwise_log_likelihood(x, model.decode(zg), likelihood) + standard_normal_log_prob(zg)[None, :]
+        terms = (
+            _pairwise_log_likelihood(x, model.decode(zg), likelihood) + standard_normal_log_prob(zg)[None, :]
+        )
         return jnp.logaddexp(carry, jax.nn.logsumexp(terms, axis=-1)), None
 
     total, _ = jax.lax.scan(body, jnp.full((x.shape[0],), -jnp.inf), zc)
@@ -228,7 +242,9 @@ def quadrature_log_likelihood(
     num_points = _checks.positive_int("num_points", num_points)
     bound = _checks.real("bound", bound, minimum=0.0, strict=True)
     if model.latent_dim not in (1, 2):
-        raise ValueError(f"quadrature needs a model with latent_dim 1 or 2, got latent_dim={model.latent_dim}")
+        raise ValueError(
+            f"quadrature needs a model with latent_dim 1 or 2, got latent_dim={model.latent_dim}"
+        )
     z, log_cell = latent_grid(model.latent_dim, num_points, bound)
     g = z.shape[0]
     chunk = min(_checks.positive_int("grid_chunk", grid_chunk), g)
@@ -236,4 +252,3 @@ def quadrature_log_likelihood(
         chunk -= 1
     graphdef, state = nnx.split(model)
     return _quadrature(graphdef, state, x, z, log_cell, likelihood=model.likelihood, grid_chunk=chunk)
-

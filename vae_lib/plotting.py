@@ -37,7 +37,9 @@ def _limits(name: str, lim) -> tuple[float, float]:
     return lo, hi
 
 
-def image_grid(images, *, ncols: int = 10, image_shape: tuple[int, int] = (28, 28), ax=None, title: str | None = None):
+def image_grid(
+    images, *, ncols: int = 10, image_shape: tuple[int, int] = (28, 28), ax=None, title: str | None = None
+):
     """Show ``(N, H * W)`` images in a grid of ``ncols`` columns (grey, 0 = black, 1 = white)."""
     h, w = _hw("image_shape", image_shape)
     images = np.asarray(_checks.array("images", images, ndim=2, finite=False))
@@ -49,7 +51,9 @@ def image_grid(images, *, ncols: int = 10, image_shape: tuple[int, int] = (28, 2
     canvas = np.ones((nrows * (h + 1) + 1, ncols * (w + 1) + 1))
     for i, img in enumerate(images):
         r, c = divmod(i, ncols)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img.reshape(h, w)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img.reshape(
+            h, w
+        )
     ax = _ax(ax)
     ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0)
     ax.set_xticks([])
@@ -110,7 +114,11 @@ def decoded_manifold(
             f"decode_mean must map ({num_points**2}, 2) latents to ({num_points**2}, {h * w}) images, "
             f"returned shape {images.shape}"
         )
-    canvas = images.reshape(num_points, num_points, h, w).transpose(0, 2, 1, 3).reshape(num_points * h, num_points * w)
+    canvas = (
+        images.reshape(num_points, num_points, h, w)
+        .transpose(0, 2, 1, 3)
+        .reshape(num_points * h, num_points * w)
+    )
     ax = _ax(ax)
     ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, extent=(-bound, bound, -bound, bound))
     ax.set_xlabel("$z_1$")
