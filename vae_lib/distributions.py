@@ -104,9 +104,7 @@ def kl_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.expm1(logvar) - logvar + mean**2, axis=-1)
 
 
-def kl_gaussians(
-    mean_q: jax.Array, logvar_q: jax.Array, mean_p: jax.Array, logvar_p: jax.Array
-) -> jax.Array:
+def kl_gaussians(mean_q: jax.Array, logvar_q: jax.Array, mean_p: jax.Array, logvar_p: jax.Array) -> jax.Array:
     """Analytic ``KL(N(mean_q, exp(logvar_q)) || N(mean_p, exp(logvar_p)))`` for diagonal Gaussians.
 
     ``KL = 1/2 sum_d [logvar_p - logvar_q + (exp(logvar_q) + (mean_q - mean_p)^2) / exp(logvar_p) - 1]``
