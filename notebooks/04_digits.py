@@ -245,7 +245,8 @@ plt.show()
 # upsampling steps is a convolution to four times the channels followed by *depth-to-space* (the
 # "sub-pixel convolution" of Shi et al., 2016), which can represent any stride-2 transposed convolution.
 # Convolutions share their weights across the image, so the model has far fewer parameters than the MLP,
-# but they cost more arithmetic per digit: on a CPU an epoch takes several times longer. To learn as much
+# but they cost more arithmetic per digit, so an epoch takes longer on a CPU (the timings printed below show
+# by how much on your machine). To learn as much
 # as possible from 3 epochs we halve the default channels to (16, 32), widen the dense layer from 16 to 64
 # units (a 16-unit layer in front of a 20-D latent learns slowly), and take more, smaller steps (batches of
 # 64, step size $2 \times 10^{-3}$).
@@ -522,8 +523,8 @@ assert log_px_mean["20-D"] > log_px_mean["2-D"] + 25.0
 #   probability or a density, and "the ELBO" is not a bound on anything. Train with dynamic binarization
 #   (`fit(..., binarize=True)`) and evaluate on one fixed binarization of the test set.
 # - An MLP VAE 784-500-20 reaches a test ELBO between $-135$ and $-105$ nats per digit after 15 short
-#   epochs on 4,000 digits; a convolutional VAE has about a fifth of the parameters but trains much more slowly
-#   on a CPU, and after 3 epochs it still trails.
+#   epochs on 4,000 digits; a convolutional VAE has about a fifth of the parameters but costs more time per
+#   epoch on a CPU, and after 3 epochs it still trails.
 # - A 2-D latent space can be looked at: classes form regions, decoded grids and interpolations show a
 #   smooth map, and the aggregate posterior differs visibly from the prior, which is why prior samples can
 #   look like blends.
