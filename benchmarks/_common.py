@@ -105,3 +105,40 @@ def ratio(label: str, times: Times, a: str, b: str, *, goal: str = "") -> None:
     cpu = statistics.median(times.cpu[b]) / statistics.median(times.cpu[a])
     goal = f"   [goal {goal}]" if goal else ""
     print(f"   {label}: {med:.2f} by median wall time, {best:.2f} by best, {cpu:.2f} by CPU time{goal}")
+
+
+def library_epoch(model, x, *, batch_size: int, learning_rate: float, key_of_epoch=None):
+    """``fit``'s own compiled epoch (dynamic binarization, Adam), built as ``fit`` builds it.
+
+    Returns a callable that runs one more epoch each time it is called and waits for its result.
+    ``key_of_epoch(e)`` gives epoch ``e``'s key (default: ``fold_in(key(1), e)``, as ``fit`` does).
+    """
+    import jax
+    import optax
+    from flax import nnx
+
+    from vae_lib.training import _epoch_fn
+
+    graphdef, params = nnx.split(model)
+    tx = optax.adam(learning_rate)
+    run = _epoch_fn(
+        graphdef,
+        tx,
+        likelihood="bernoulli",
+        beta=1.0,
+        analytic_kl=True,
+        binarize=True,
+        batch_size=batch_size,
+        num_batches=x.shape[0] // batch_size,
+    )
+    if key_of_epoch is None:
+        key_of_epoch = lambda e: jax.random.fold_in(jax.random.key(1), e)  # noqa: E731
+    state = {"p": (params, tx.init(params)), "e": 0}
+
+    def go():
+        params, opt_state = state["p"]
+        params, opt_state, _, losses, _ = run(params, opt_state, key_of_epoch(state["e"]), x)
+        losses.block_until_ready()
+        state["p"], state["e"] = (params, opt_state), state["e"] + 1
+
+    return go

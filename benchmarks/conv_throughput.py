@@ -37,7 +37,6 @@ import _common  # noqa: E402
 
 import vae_lib  # noqa: E402
 from vae_lib.data import binarize, load_mnist5k  # noqa: E402
-from vae_lib.training import _epoch_fn  # noqa: E402
 
 B, LR = 128, 1e-3
 
@@ -86,30 +85,6 @@ def layers_called_directly(model, z):
     return dec.out(h).reshape(z.shape[0], -1)
 
 
-def library_epoch(model, x):
-    graphdef, params = nnx.split(model)
-    tx = optax.adam(LR)
-    run = _epoch_fn(
-        graphdef,
-        tx,
-        likelihood="bernoulli",
-        beta=1.0,
-        analytic_kl=True,
-        binarize=True,
-        batch_size=B,
-        num_batches=x.shape[0] // B,
-    )
-    state = {"p": (params, tx.init(params)), "e": 0}
-
-    def go():
-        params, opt_state = state["p"]
-        params, opt_state, _, losses, _ = run(params, opt_state, jax.random.key(state["e"]), x)
-        losses.block_until_ready()
-        state["p"], state["e"] = (params, opt_state), state["e"] + 1
-
-    return go
-
-
 def nnx_loop(model, x_np, batches):
     """``batches`` steps of a per-batch ``nnx.jit`` train step with ``nnx.Optimizer``."""
     optimizer = nnx.Optimizer(model, optax.adam(LR), wrt=nnx.Param)
@@ -154,8 +129,20 @@ def main() -> None:
     default = "vae_lib conv_vae (default: sub-pixel ups)"
     keras = "vae_lib conv_vae(upsample='transpose')"
     fns = {
-        default: library_epoch(vae_lib.conv_vae(2, rngs=nnx.Rngs(0)), x),
-        keras: library_epoch(vae_lib.conv_vae(2, upsample="transpose", rngs=nnx.Rngs(0)), x),
+        default: _common.library_epoch(
+            vae_lib.conv_vae(2, rngs=nnx.Rngs(0)),
+            x,
+            batch_size=B,
+            learning_rate=LR,
+            key_of_epoch=jax.random.key,
+        ),
+        keras: _common.library_epoch(
+            vae_lib.conv_vae(2, upsample="transpose", rngs=nnx.Rngs(0)),
+            x,
+            batch_size=B,
+            learning_rate=LR,
+            key_of_epoch=jax.random.key,
+        ),
     }
     z = jax.random.normal(jax.random.key(5), (64, 2))
     for upsample in ("depth_to_space", "transpose"):  # same maths as the Flax layers, up to rounding

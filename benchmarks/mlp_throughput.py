@@ -39,35 +39,9 @@ import _common  # noqa: E402
 
 import vae_lib  # noqa: E402
 from vae_lib.data import load_mnist5k  # noqa: E402
-from vae_lib.training import _bernoulli, _epoch_fn  # noqa: E402
+from vae_lib.training import _bernoulli  # noqa: E402
 
 B, LATENT, HIDDEN, LR = 128, 20, 500, 1e-3
-
-
-def library_epoch(model, x):
-    """fit's own compiled epoch, built as fit builds it; returns a callable running one epoch."""
-    graphdef, params = nnx.split(model)
-    tx = optax.adam(LR)
-    run = _epoch_fn(
-        graphdef,
-        tx,
-        likelihood="bernoulli",
-        beta=1.0,
-        analytic_kl=True,
-        binarize=True,
-        batch_size=B,
-        num_batches=x.shape[0] // B,
-    )
-    state = {"p": (params, tx.init(params)), "e": 0}
-    key = jax.random.key(1)
-
-    def go():
-        params, opt_state = state["p"]
-        params, opt_state, bad, losses, _ = run(params, opt_state, jax.random.fold_in(key, state["e"]), x)
-        losses.block_until_ready()
-        state["p"], state["e"] = (params, opt_state), state["e"] + 1
-
-    return go
 
 
 def jit_loop_epoch(model, x_np):
@@ -222,7 +196,7 @@ def main() -> None:
     samples = num_batches * B
     model = lambda: vae_lib.mlp_vae(784, LATENT, hidden=(HIDDEN,), rngs=nnx.Rngs(0))  # noqa: E731
     fns = {
-        "vae_lib (fit's compiled epoch)": library_epoch(model(), x),
+        "vae_lib (fit's compiled epoch)": _common.library_epoch(model(), x, batch_size=B, learning_rate=LR),
         "per-batch jax.jit loop (Flax example style)": jit_loop_epoch(model(), x_np),
         "per-batch nnx.jit loop (nnx.Optimizer)": nnx_loop_epoch(model(), x_np),
         "matmul floor (layer-shape dots only)": matmul_floor_epoch(x, num_batches),
