@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(BIN)/python scripts/build_book.py $(NOTEBOOKS)
 
-## make test: unit tests, then every notebook under nbval (re-executed, errors and checked outputs fail)
+## make test: lint, unit tests, then every notebook under nbval (re-executed, errors and checked outputs fail)
 test: $(STAMP)
+	$(BIN)/ruff check vae_lib tests scripts benchmarks notebooks
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 unit: $(STAMP)
