@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -127,3 +128,18 @@ def test_fit_trains_in_place(three_runs):
     assert isinstance(model, vae_lib.VAE)
     assert all(a.shape == b.shape for a, b in zip(_params(fresh), _params(model), strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(_params(fresh), _params(model), strict=True))
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 128, 784), (2, 5)])
+def test_fused_binarization_equals_jax_random_bernoulli_bit_for_bit(shape):
+    """fit's fast Bernoulli draw (fused Threefry rounds) gives exactly jax.random.bernoulli's bits."""
+    from vae_lib.training import _bernoulli
+
+    p = jax.random.uniform(jax.random.key(5), shape)
+    for key in (jax.random.key(11), jax.random.PRNGKey(11), jax.random.key(12)):
+        got = jax.jit(_bernoulli)(key, p)
+        assert got.shape == shape and got.dtype == jnp.bool_
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(jax.random.bernoulli(key, p)))
+    p16 = p.astype(jnp.bfloat16)  # another dtype: the fallback path, still jax.random.bernoulli's bits
+    k = jax.random.key(3)
+    np.testing.assert_array_equal(np.asarray(_bernoulli(k, p16)), np.asarray(jax.random.bernoulli(k, p16)))

@@ -230,9 +230,9 @@ def fit(
     likelihood = model.likelihood
     if binarize:
         _checks.in_unit_interval("x_train", x_train, why="for binarize=True (pixel intensities)")
-    if likelihood == "bernoulli":
+    elif likelihood == "bernoulli":
         _checks.in_unit_interval("x_train", x_train)
-        if not binarize and not _checks.is_binary(x_train):
+        if not _checks.is_binary(x_train):
             raise ValueError(
                 "x_train has grey levels but the decoder is Bernoulli, whose likelihood is defined for "
                 "binary data; pass binarize=True (dynamic binarization) or binarize the data first"
