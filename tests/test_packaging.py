@@ -65,3 +65,24 @@ def test_notebook_is_stored_executed(path):
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     assert path.stat().st_size < 3e6
+
+
+def test_make_installs_every_extra_that_make_test_and_make_book_use():
+    """make test builds and browses the site, so its install step must bring the book and test extras."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    makefile = (ROOT / "Makefile").read_text()
+    installed = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', makefile).group(1).split(",")
+    assert set(extras) <= set(installed), f"extras not installed by make: {set(extras) - set(installed)}"
+
+
+def test_ci_installs_chromium_for_the_browser_test():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "apt-get install" in ci and "chromium" in ci
+    assert ci.index("chromium") < ci.index("\nmake test")
+
+
+def test_the_book_discovers_chapters_by_glob():
+    """A new notebooks/NN_topic.ipynb appears in the site with no edit to the book's sources."""
+    index = (ROOT / "book" / "index.md").read_text()
+    assert re.search(r"```\{toctree\}\n(:[a-z]+:.*\n)*:glob:\n(:[a-z]+:.*\n)*\nchapters/\*\n```", index)
+    assert "<!-- chapter-table -->" in index
