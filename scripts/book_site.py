@@ -282,7 +282,7 @@ def exercise_table(chapters: list[Chapter]) -> str:
     for ch in chapters:
         rows.append(f"* - {ch.number:02d} [{_cell(ch.title)}](chapters/{ch.path.stem}.ipynb)")
         if ch.exercises:
-            items = [f"{e.number}. {_cell(e.title)}{' ⚙' if e.coding else ''}" for e in ch.exercises]
+            items = [f"{e.number}\\. {_cell(e.title)}{' ⚙' if e.coding else ''}" for e in ch.exercises]
             rows.append(f"  - - {items[0]}")
             rows += [f"    - {item}" for item in items[1:]]
         else:
