@@ -108,36 +108,46 @@ def ratio(label: str, times: Times, a: str, b: str, *, goal: str = "") -> None:
 
 
 def library_epoch(model, x, *, batch_size: int, learning_rate: float, key_of_epoch=None):
-    """``fit``'s own compiled epoch (dynamic binarization, Adam), built as ``fit`` builds it.
+    """``fit``'s own compiled epoch (dynamic binarization, Adam), called as ``fit`` calls it.
 
     Returns a callable that runs one more epoch each time it is called and waits for its result.
     ``key_of_epoch(e)`` gives epoch ``e``'s key (default: ``fold_in(key(1), e)``, as ``fit`` does).
     """
     import jax
-    import optax
+    import jax.numpy as jnp
     from flax import nnx
 
-    from vae_lib.training import _epoch_fn
+    from vae_lib import training
 
     graphdef, params = nnx.split(model)
-    tx = optax.adam(learning_rate)
-    run = _epoch_fn(
-        graphdef,
-        tx,
-        likelihood="bernoulli",
-        beta=1.0,
+    config = training._Config(
+        graphdef=graphdef,
+        optimizer=training._adam(learning_rate),
+        likelihood=model.likelihood,
+        objective="elbo",
+        num_samples=1,
         analytic_kl=True,
         binarize=True,
         batch_size=batch_size,
-        num_batches=x.shape[0] // batch_size,
+        beta_schedule=None,
     )
     if key_of_epoch is None:
         key_of_epoch = lambda e: jax.random.fold_in(jax.random.key(1), e)  # noqa: E731
-    state = {"p": (params, tx.init(params)), "e": 0}
+    num_batches = x.shape[0] // batch_size
+    state = {"p": (params, config.optimizer.init(params)), "e": 0}
 
     def go():
         params, opt_state = state["p"]
-        params, opt_state, _, losses, _ = run(params, opt_state, key_of_epoch(state["e"]), x)
+        first_step = jnp.int32(state["e"] * num_batches)
+        params, opt_state, losses, _, _ = training._train_epoch(
+            config,
+            params,
+            opt_state,
+            key_of_epoch(state["e"]),
+            first_step,
+            (x, None),
+            (jnp.float32(1.0), None),
+        )
         losses.block_until_ready()
         state["p"], state["e"] = (params, opt_state), state["e"] + 1
 

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 import vae_lib  # noqa: E402
+from vae_lib._fast_bernoulli import bernoulli as _bernoulli  # noqa: E402
 from vae_lib.data import load_mnist5k  # noqa: E402
-from vae_lib.training import _bernoulli  # noqa: E402
 
 B, LATENT, HIDDEN, LR = 128, 20, 500, 1e-3
 

@@ -6,7 +6,9 @@
 - A checkpoint of another architecture, a file that is not a checkpoint, and an archive holding pickled
   objects are refused with a clear ``ValueError`` (and the pickle never runs).
 - A non-finite loss or update stops ``fit`` with ``NonFiniteLossError`` naming the step, and the model
-  keeps the last finite parameters: exactly those of a run stopped just before that step.
+  keeps the state from the end of the last complete epoch: exactly that of a run stopped there, and that
+  of the last checkpoint.
+- A checkpoint holding NaN parameters is refused.
 """
 
 from __future__ import annotations
@@ -351,18 +353,19 @@ def _nan_at_step(bad_step: int) -> optax.GradientTransformation:
 
 def test_nan_update_at_an_epoch_boundary_restores_the_exact_previous_parameters(tmp_path):
     x = _binary(0, N_TRAIN)
-    bad_step = 2 * STEPS_PER_EPOCH  # the first step of epoch 3
+    bad_step = 2 * STEPS_PER_EPOCH  # the update of the first step of epoch 3 is NaN ...
     opt = optax.chain(optax.sgd(0.1), _nan_at_step(bad_step))  # SGD: compiles faster than Adam
     kw = dict(key=jax.random.key(7), batch_size=BATCH, optimizer=opt, progress=False)
 
     model = _model(0)
     init = [a.copy() for a in _leaves(nnx.state(model))]
-    with pytest.raises(
-        vae_lib.NonFiniteLossError, match=rf"non-finite at step {bad_step} \(epoch 3, batch 1 of 3\)"
+    with pytest.raises(  # ... so the loss of the next step is the first non-finite one
+        vae_lib.NonFiniteLossError,
+        match=rf"loss became non-finite at step {bad_step + 1} \(epoch 3, batch 2 of 3\)",
     ) as info:
         vae_lib.fit(model, x, epochs=5, checkpoint_path=tmp_path / "c.npz", **kw)
     err = info.value
-    assert err.step == bad_step
+    assert err.step == bad_step + 1
     assert err.history["epoch"] == [1, 2]  # the completed epochs
     after = _leaves(nnx.state(model))
     assert all(np.all(np.isfinite(a)) for a in after)
@@ -380,14 +383,28 @@ def test_nan_update_at_an_epoch_boundary_restores_the_exact_previous_parameters(
     _assert_bitwise_equal(params, nnx.state(reference))
 
 
-def test_nan_update_mid_epoch_keeps_the_steps_before_it(tmp_path):
+@pytest.mark.parametrize(
+    "bad_step, message",
+    [
+        pytest.param(
+            STEPS_PER_EPOCH + 1,
+            r"the loss became non-finite at step 5 \(epoch 2, batch 3 of 3\)",
+            id="mid-epoch",
+        ),
+        pytest.param(
+            2 * STEPS_PER_EPOCH - 1,
+            r"the parameters or optimizer state .* at step 5 \(epoch 2, batch 3 of 3\)",
+            id="last-step-of-the-epoch",
+        ),
+    ],
+)
+def test_nan_update_inside_an_epoch_keeps_the_state_of_the_last_complete_epoch(tmp_path, bad_step, message):
+    """A NaN update in epoch 2 (in its middle, or in its last step, where no later loss shows it): the model
+    is left as the checkpoint of epoch 1 has it, bitwise."""
     x = _binary(0, N_TRAIN)
-    bad_step = STEPS_PER_EPOCH + 1  # epoch 2, batch 2
     opt = optax.chain(optax.sgd(0.1), _nan_at_step(bad_step))  # SGD: compiles faster than Adam
     model = _model(0)
-    with pytest.raises(
-        vae_lib.NonFiniteLossError, match=rf"step {bad_step} \(epoch 2, batch 2 of 3\)"
-    ) as info:
+    with pytest.raises(vae_lib.NonFiniteLossError, match=message) as info:
         vae_lib.fit(
             model,
             x,
@@ -398,15 +415,18 @@ def test_nan_update_mid_epoch_keeps_the_steps_before_it(tmp_path):
             checkpoint_path=tmp_path / "c.npz",
             progress=False,
         )
-    assert info.value.step == bad_step
-    after = _leaves(nnx.state(model))
-    assert all(np.all(np.isfinite(a)) for a in after)
-    # Not the state after epoch 1 (the checkpoint): batch 1 of epoch 2 was applied and kept.
+    assert info.value.step == 5 and info.value.history["epoch"] == [1]
     (params, _, _), meta = checkpoint.load_checkpoint(
         tmp_path / "c.npz", (nnx.split(model)[1], opt.init(nnx.split(model)[1]), jax.random.key(0))
     )
     assert meta["epoch"] == 1
-    assert any(not np.array_equal(a, b) for a, b in zip(after, _leaves(params), strict=True))
+    _assert_bitwise_equal(nnx.state(model), params)
+
+
+def test_a_checkpoint_with_nan_parameters_is_refused(tmp_path):
+    path = checkpoint.save_checkpoint(tmp_path / "c.npz", {"w": jnp.array([1.0, jnp.nan])})
+    with pytest.raises(ValueError, match=r"entry \"leaf\['w'\]\" must be finite, got 1 NaN"):
+        checkpoint.load_checkpoint(path, {"w": jnp.zeros(2)})
 
 
 def test_a_data_point_that_overflows_the_loss_stops_at_step_zero():

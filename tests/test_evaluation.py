@@ -184,3 +184,58 @@ def test_evaluate_elbo_agrees_with_elbo_per_example_by_hand():
     # the same key gives the same estimate, another key another one
     assert float(terms.elbo) == float(evaluate(jax.random.key(2)).elbo)
     assert float(terms.elbo) != float(evaluate(jax.random.key(3)).elbo)
+
+
+# --- the quadrature's pairwise densities: the same densities, computed without cancellation -----------
+
+
+def test_pairwise_gaussian_density_is_exact_at_large_offsets_and_small_variances():
+    """The issue's case: decoder mean near 1000, log-variance -4. Expanding (x - m)^2 as x^2 - 2xm + m^2 in
+    float32 gave 7.32 nats where the exact value is 0.344; the pairwise density must equal
+    gaussian_log_prob of each pair (and a float64 NumPy value)."""
+    from vae_lib.evaluation import _pairwise_log_likelihood
+
+    rng = np.random.default_rng(0)
+    for offset, logvar in ((1000.0, -4.0), (1e4, -8.0), (0.0, -12.0)):
+        mean = (offset + rng.normal(size=(5, 3)) * 0.01).astype(np.float32)  # (G, D)
+        x = (mean[rng.integers(0, 5, 4)] + rng.normal(size=(4, 3)) * 0.01).astype(np.float32)  # (N, D)
+        lv = np.full_like(mean, logvar)
+        got = np.asarray(
+            _pairwise_log_likelihood(jnp.asarray(x), (jnp.asarray(mean), jnp.asarray(lv)), "gaussian")
+        )
+        each = np.asarray(vae_lib.gaussian_log_prob(x[:, None, :], mean[None], lv[None]))  # (N, G)
+        x64, m64 = x.astype(np.float64)[:, None, :], mean.astype(np.float64)[None]
+        exact = -0.5 * np.sum(np.log(2 * np.pi) + logvar + (x64 - m64) ** 2 * np.exp(-logvar), axis=-1)
+        assert_allclose(got, each, rtol=1e-6)
+        assert_allclose(got, exact, rtol=1e-5, atol=1e-3)
+
+
+def test_pairwise_bernoulli_density_is_the_bernoulli_log_prob_of_every_pair():
+    from vae_lib.evaluation import _pairwise_log_likelihood
+
+    rng = np.random.default_rng(1)
+    x = (rng.random((6, 20)) < 0.5).astype(np.float32)
+    logits = (
+        rng.normal(size=(7, 20)) * np.array([[1.0], [10.0], [100.0], [1e3], [1e4], [0.01], [30.0]])
+    ).astype(np.float32)
+    got = np.asarray(_pairwise_log_likelihood(jnp.asarray(x), jnp.asarray(logits), "bernoulli"))
+    each = np.asarray(vae_lib.bernoulli_log_prob(x[:, None, :], logits[None]))
+    stable = np.sum(
+        x[:, None] * special.log_expit(logits[None].astype(np.float64))
+        + (1 - x[:, None]) * special.log_expit(-logits[None].astype(np.float64)),
+        axis=-1,
+    )
+    assert_allclose(got, each, rtol=1e-5, atol=1e-4)
+    assert_allclose(got, stable, rtol=1e-5, atol=1e-3)
+
+
+def test_quadrature_of_a_gaussian_model_far_from_the_origin(linear_gaussian):
+    """The linear-Gaussian model moved to x near 1000 with a small noise variance: log p(x) is unchanged by
+    the shift, and the quadrature still finds it (the expanded form was off by nats here)."""
+    lg = linear_gaussian(seed=5, data_dim=4, latent_dim=2, s=0.05)
+    x = lg.sample_x(seed=6, n=5)
+    exact = lg.log_marginal(x)
+    lg.b = lg.b + 1000.0
+    model = lg.vae()
+    got = quadrature_log_likelihood(model, x + 1000.0, num_points=600)
+    assert_allclose(got, exact, rtol=0, atol=5e-3)

@@ -247,3 +247,77 @@ def test_conv_encoder_reads_rows_of_the_image():
         h = jax.nn.relu(conv(h))
     h = jax.nn.relu(enc.dense(h.reshape(1, -1)))
     assert_allclose(a, enc.mean(h), rtol=1e-5, atol=1e-6)
+
+
+# --- the CPU convolution kernels against the Flax layers (vae_lib._cpu_conv) ----------------------------
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        pytest.param(
+            lambda r: nnx.Conv(3, 5, (3, 3), strides=2, padding="SAME", rngs=r), (2, 9, 9, 3), id="stride-2"
+        ),
+        pytest.param(lambda r: nnx.Conv(3, 5, (3, 3), padding="SAME", rngs=r), (2, 8, 8, 3), id="stride-1"),
+        pytest.param(
+            lambda r: nnx.Conv(6, 1, (3, 3), padding="SAME", rngs=r), (2, 8, 8, 6), id="few-outputs"
+        ),
+        pytest.param(
+            lambda r: nnx.Conv(3, 8, (2, 2), padding=((1, 0), (1, 0)), rngs=r),
+            (2, 7, 7, 3),
+            id="subpixel-window",
+        ),
+        pytest.param(
+            lambda r: nnx.ConvTranspose(4, 3, (3, 3), strides=2, padding="SAME", rngs=r),
+            (2, 7, 7, 4),
+            id="transpose",
+        ),
+    ],
+)
+def test_cpu_convolutions_equal_the_flax_layers(make, shape):
+    from vae_lib import _cpu_conv
+
+    layer = make(nnx.Rngs(0))
+    layer.bias[...] = jax.random.normal(jax.random.key(1), layer.bias.shape)  # a non-zero bias
+    x = jax.random.normal(jax.random.key(2), shape)
+    expected = layer(x)
+    got = _cpu_conv.apply(layer, x)
+    assert got.shape == expected.shape
+    assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # and their gradients (the reason for the matrix-product form)
+    grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)  # noqa: E731
+    assert_allclose(grad(lambda x: _cpu_conv.apply(layer, x)), grad(layer), rtol=1e-4, atol=1e-5)
+
+
+# --- the linear VAE and the decoder's variance ----------------------------------------------------------
+
+
+def test_mlp_vae_without_hidden_layers_is_linear():
+    model = mlp_vae(6, 2, hidden=(), likelihood="gaussian", obs_logvar="shared", rngs=nnx.Rngs(0))
+    assert len(model.encoder.body.layers) == 0 and len(model.decoder.body.layers) == 0
+    z1, z2 = jax.random.normal(jax.random.key(0), (2, 3, 2))
+    a = 0.3
+    mix = model.decode(a * z1 + (1 - a) * z2)[0]
+    assert_allclose(mix, a * model.decode(z1)[0] + (1 - a) * model.decode(z2)[0], rtol=1e-5, atol=1e-6)
+    # decode(z) = z K + b exactly, K the only kernel
+    k, b = model.decoder.out.kernel[...], model.decoder.out.bias[...]
+    assert_allclose(model.decode(z1)[0], np.asarray(z1) @ np.asarray(k) + np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_shared_observation_variance_is_one_learned_scalar():
+    dec = MLPDecoder(2, 12, hidden=(8,), likelihood="gaussian", obs_logvar="shared", rngs=nnx.Rngs(0))
+    assert dec.obs_logvar.shape == ()
+    assert _num_params(dec) == (2 * 8 + 8) + (8 * 12 + 12) + 1
+    dec.obs_logvar[...] = jnp.float32(-1.25)
+    mean, logvar = dec(jnp.ones((4, 2)))
+    assert_array_equal(logvar, np.full((4, 12), -1.25, np.float32))
+    x = jax.random.normal(jax.random.key(0), (4, 12))
+    g = nnx.grad(lambda d: -vae_lib.gaussian_log_prob(x, *d(jnp.ones((4, 2)))).sum())(dec)
+    # d/dlv of -sum log N(x; m, e^lv) = sum_{n,d} (1 - (x - m)^2 e^-lv) / 2, one number for all pixels
+    expected = 0.5 * np.sum(1.0 - (np.asarray(x) - np.asarray(mean)) ** 2 * np.exp(1.25))
+    assert_allclose(g["obs_logvar"][...], expected, rtol=1e-4)
+    # "per_pixel" is the default (None) and is one log-variance per data dimension
+    per_pixel = MLPDecoder(
+        2, 12, hidden=(8,), likelihood="gaussian", obs_logvar="per_pixel", rngs=nnx.Rngs(0)
+    )
+    assert per_pixel.obs_logvar.shape == (12,)

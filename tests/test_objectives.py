@@ -1,4 +1,7 @@
-"""reparameterize, the ELBO and the IWAE bound against closed forms and Monte Carlo standard errors.
+"""reparameterize, the ELBO (with beta and free bits), the importance weights and the IWAE bound against
+closed forms and Monte Carlo standard errors, plus properties over random parameters (hypothesis):
+``E[IWAE_k] >= ELBO`` and ``E[IWAE_k] <= log p(x)`` on a 1-D linear-Gaussian model, and reparameterized
+samples with the requested mean and variance.
 
 Most checks use the linear-Gaussian model of ``conftest.LinearGaussian``, where ``log p(x)``, the exact
 posterior and the ELBO of any diagonal Gaussian ``q`` are known in closed form. A Monte Carlo estimate
@@ -7,10 +10,16 @@ is compared with its truth within 4 standard errors, the standard error computed
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate, special, stats
 
@@ -37,16 +46,6 @@ def _mean_se(a, axis=None):
 
 MEAN = np.array([0.5, -1.0, 2.0], np.float32)
 LOGVAR = np.array([-1.0, 0.0, 0.7], np.float32)
-
-
-def test_reparameterize_moments():
-    n = 100_000
-    z = np.asarray(reparameterize(jax.random.key(0), MEAN, LOGVAR, num_samples=n), np.float64)
-    assert z.shape == (n, 3)
-    var = np.exp(LOGVAR.astype(np.float64))
-    mean_hat, var_hat = z.mean(axis=0), z.var(axis=0, ddof=1)
-    assert np.all(np.abs(mean_hat - MEAN) < 4 * np.sqrt(var / n))
-    assert np.all(np.abs(var_hat - var) < 4 * var * np.sqrt(2.0 / (n - 1)))  # SE of a Gaussian variance
 
 
 def test_reparameterize_gradients_match_the_closed_form():
@@ -232,6 +231,56 @@ def test_beta_weights_only_the_objective(lg, x, beta):
     assert float(kl.mean()) > 0.1  # so the beta weighting is visible
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_free_bits_floor_the_batch_mean_kl_of_each_dimension(lg, x, beta):
+    """objective = rec - beta * sum_j max(lam, mean_b KL_bj); elbo, reconstruction and kl stay true."""
+    key = jax.random.key(12)
+    encode = lg.poor_encoder(shift=0.4, var_factor=3.0)
+    mean, logvar = (np.asarray(a, np.float64) for a in encode(jnp.asarray(x)))
+    kl_bj = 0.5 * (np.exp(logvar) + mean**2 - 1.0 - logvar)  # (B, Z), NumPy
+    lam = float(np.mean(kl_bj.mean(axis=0)))  # one dimension below the floor, one above
+    assert kl_bj.mean(axis=0).min() < lam < kl_bj.mean(axis=0).max()
+    fn = lambda key, x, lam: elbo(key, x, encode, lg.decode, likelihood="gaussian", beta=beta, free_bits=lam)  # noqa: E731
+    terms, jitted = fn(key, x, lam), jax.jit(fn)(key, x, jnp.float32(lam))
+    plain = elbo(key, x, encode, lg.decode, likelihood="gaussian")
+    for a, b in zip(jitted, terms, strict=True):
+        assert_allclose(a, b, rtol=1e-5)
+    assert_allclose(terms.kl, kl_bj.sum(axis=1).mean(), rtol=1e-5)
+    assert_allclose(terms.elbo, plain.elbo, rtol=1e-6)
+    expected = float(terms.reconstruction) - beta * np.sum(np.maximum(lam, kl_bj.mean(axis=0)))
+    assert_allclose(terms.objective, expected, rtol=1e-5)
+    # a floor of 0 changes nothing
+    assert_allclose(
+        fn(key, x, 0.0).objective,
+        elbo(key, x, encode, lg.decode, likelihood="gaussian", beta=beta).objective,
+        rtol=1e-6,
+    )
+
+
+def test_log_importance_weights_are_the_joint_over_the_proposal(lg, x):
+    """log w = log p(x|z) + log p(z) - log q(z|x), recomputed with SciPy at the same samples of z."""
+    key = jax.random.key(13)
+    encode = lg.poor_encoder()
+    log_w = np.asarray(
+        vae_lib.log_importance_weights(key, x, encode, lg.decode, num_samples=4, likelihood="gaussian")
+    )
+    mean, logvar = (np.asarray(a, np.float64) for a in encode(jnp.asarray(x)))
+    z = np.asarray(reparameterize(key, *encode(jnp.asarray(x)), 4), np.float64)  # the same draws: (4, B, Z)
+    expected = (
+        stats.norm.logpdf(x.astype(np.float64), z @ lg.W.T + lg.b, lg.s).sum(-1)
+        + stats.norm.logpdf(z).sum(-1)
+        - stats.norm.logpdf(z, mean, np.exp(0.5 * logvar)).sum(-1)
+    )
+    assert log_w.shape == (4, 6)
+    assert_allclose(log_w, expected, rtol=1e-4, atol=1e-4)
+    iw = iwae_bound(key, x, encode, lg.decode, num_samples=4, likelihood="gaussian")
+    assert_allclose(iw, special.logsumexp(expected, axis=0) - np.log(4), rtol=1e-4, atol=1e-4)
+    a = np.random.default_rng(0).normal(size=(5, 3)) * 50
+    assert_allclose(
+        vae_lib.log_mean_exp(jnp.asarray(a, jnp.float32)), special.logsumexp(a, axis=0) - np.log(5), rtol=1e-5
+    )
+
+
 def test_elbo_jit_equals_eager_and_keys(lg, x):
     encode = lg.poor_encoder()
     fn = lambda key, x: elbo(key, x, encode, lg.decode, likelihood="gaussian", num_samples=3)  # noqa: E731
@@ -274,3 +323,131 @@ def test_log_likelihood_gaussian_with_sample_axis_matches_scipy():
     got = vae_lib.log_likelihood(jnp.broadcast_to(x, (5, 3, 4)), (mean, logvar), "gaussian")
     assert got.shape == (5, 3)
     assert_allclose(got, stats.norm.logpdf(x, mean, np.exp(0.5 * logvar)).sum(-1), rtol=1e-5)
+
+
+# --- properties over random parameters (hypothesis, derandomized) ---------------------------------------
+
+FAST = settings(
+    max_examples=50,
+    deadline=None,
+    derandomize=True,  # the same examples on every run: a CI failure is reproducible
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _vec(d: int, lo: float, hi: float):
+    return hnp.arrays(np.float64, (d,), elements=st.floats(lo, hi, allow_nan=False, allow_infinity=False))
+
+
+def _f32(*a):
+    return tuple(np.asarray(x, np.float32) for x in a)
+
+
+# --- IWAE_k >= ELBO in expectation, on a 1-D linear-Gaussian model --------------------------------------
+
+
+M_REPLICATES = 4000
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _linear_gaussian_bounds(key, xs, theta, *, k):
+    """IWAE_k and ELBO estimates, shapes ``(B,)``, for ``p(z) = N(0, 1)``, ``p(x|z) = N(w z + b, s^2)`` with
+    ``s = e^{log_s}``, and ``q(z|x) = N(a x + c, e^{q_logvar})``; ``theta = (w, b, log_s, a, c, q_logvar)``.
+    Compiled once per ``k``, whatever the parameters."""
+    w, b, log_s, a, c, q_logvar = theta
+
+    def encode(xb):  # (B, 1) -> (B, 1), (B, 1)
+        return a * xb + c, jnp.zeros_like(xb) + q_logvar
+
+    def decode(z):  # (N, 1) -> mean, logvar (N, 1)
+        return w * z + b, jnp.zeros_like(z) + 2 * log_s
+
+    k1, k2 = jax.random.split(key)
+    iwae = vae_lib.iwae_bound(k1, xs, encode, decode, num_samples=k, likelihood="gaussian")
+    rec, kl = vae_lib.elbo_per_example(k2, xs, encode, decode, likelihood="gaussian")
+    return iwae, rec - kl
+
+
+def _se(v: np.ndarray) -> float:
+    """Standard error of the mean of ``v``."""
+    return float(v.std(ddof=1) / math.sqrt(v.size))
+
+
+@FAST
+@given(
+    w=st.floats(0.5, 2.0),
+    b=st.floats(-1.0, 1.0),
+    log_s=st.floats(-1.0, 0.4),
+    x=st.floats(-3.0, 3.0),
+    a=st.floats(-1.0, 1.0),
+    c=st.floats(-1.0, 1.0),
+    q_logvar=st.floats(-2.0, 1.0),
+    k=st.sampled_from([2, 8]),
+    seed=st.integers(0, 2**16),
+)
+def test_iwae_bound_lies_between_elbo_and_log_likelihood(w, b, log_s, x, a, c, q_logvar, k, seed):
+    """``log p(x) = log N(x; b, w^2 + s^2)``; any encoder ``q(z|x) = N(a x + c, e^{q_logvar})``."""
+    w, b, log_s, x, a, c, q_logvar = (float(np.float32(v)) for v in (w, b, log_s, x, a, c, q_logvar))
+    s2 = math.exp(2 * log_s)
+    log_px = stats.norm.logpdf(x, b, math.sqrt(w * w + s2))
+    q_mean, q_var = a * x + c, math.exp(q_logvar)
+    # closed-form ELBO of this q: E_q log p(x|z) - KL(q || p(z))
+    rec = -0.5 * (math.log(2 * math.pi * s2) + ((x - w * q_mean - b) ** 2 + w * w * q_var) / s2)
+    elbo_exact = rec - 0.5 * (q_var + q_mean**2 - 1.0 - q_logvar)
+    assume(elbo_exact > log_px - 8.0)  # keep the importance weights' variance moderate
+
+    xs = np.full((M_REPLICATES, 1), x, np.float32)  # independent samples for each replicate
+    theta = np.array([w, b, log_s, a, c, q_logvar], np.float32)
+    bounds = _linear_gaussian_bounds(jax.random.key(seed), xs, theta, k=k)
+    iwae, elbo = (np.asarray(v, np.float64) for v in bounds)
+
+    assert abs(elbo.mean() - elbo_exact) <= 4.5 * _se(elbo) + 1e-4  # the ELBO estimate is unbiased
+    assert iwae.mean() >= elbo.mean() - 4.5 * math.hypot(_se(iwae), _se(elbo))
+    assert iwae.mean() >= elbo_exact - 4.5 * _se(iwae) - 1e-4
+    assert iwae.mean() <= log_px + 4.5 * _se(iwae) + 1e-4
+
+    # An independent float64 NumPy estimate of E[IWAE_k] with other samples agrees.
+    rng = np.random.default_rng(seed)
+    z = q_mean + math.sqrt(q_var) * rng.normal(size=(M_REPLICATES, k))
+    log_w = (
+        stats.norm.logpdf(x, w * z + b, math.sqrt(s2))
+        + stats.norm.logpdf(z)
+        - stats.norm.logpdf(z, q_mean, math.sqrt(q_var))
+    )
+    iwae_np = special.logsumexp(log_w, axis=1) - math.log(k)
+    assert abs(iwae.mean() - iwae_np.mean()) <= 4.5 * math.hypot(_se(iwae), _se(iwae_np)) + 1e-4
+
+
+def test_iwae_equals_log_likelihood_for_the_exact_posterior():
+    """With q(z|x) = p(z|x) every importance weight equals p(x): IWAE_k = log p(x) for every sample."""
+    w, b, log_s, x = 1.25, 0.25, -0.375, 1.125
+    s2 = math.exp(2 * log_s)
+    post_var = 1.0 / (1.0 + w * w / s2)
+    a = post_var * w / s2  # posterior mean = a (x - b)
+    log_px = stats.norm.logpdf(x, b, math.sqrt(w * w + s2))
+    theta = np.array([w, b, log_s, a, -a * b, math.log(post_var)], np.float32)
+    xs = np.full((M_REPLICATES, 1), x, np.float32)
+    for k in (2, 8):
+        iwae, elbo = _linear_gaussian_bounds(jax.random.key(k), xs, theta, k=k)
+        np.testing.assert_allclose(iwae, log_px, atol=3e-5)
+        elbo = np.asarray(elbo, np.float64)
+        assert abs(elbo.mean() - log_px) <= 4.5 * _se(elbo) + 1e-4  # the ELBO is tight there, in expectation
+
+
+# the reparameterization trick preserves moments --------------------------------------------------
+
+
+N_SAMPLES = 20000
+
+
+@FAST
+@given(data=st.data(), d=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
+def test_reparameterize_preserves_mean_and_variance(data, d, seed):
+    mean, logvar = data.draw(_vec(d, -5, 5)), data.draw(_vec(d, -6, 4))
+    m32, l32 = _f32(mean, logvar)
+    z = np.asarray(reparameterize(jax.random.key(seed), m32, l32, N_SAMPLES), np.float64)  # (N, d)
+    assert z.shape == (N_SAMPLES, d)
+    var = np.exp(l32.astype(np.float64))
+    assert np.all(np.abs(z.mean(0) - m32) <= 5 * np.sqrt(var / N_SAMPLES))
+    assert np.all(np.abs(z.var(0, ddof=1) - var) <= 5 * var * np.sqrt(2.0 / (N_SAMPLES - 1)))

@@ -2,13 +2,19 @@
 
 Layers, each importing only those above it in this list:
 
-1. ``distributions``: log-densities and KL divergences (pure ``jax.numpy``).
-2. ``objectives``: ``reparameterize``, the ELBO and the importance-weighted bound.
-3. ``models``: Flax NNX encoders and decoders (MLP and convolutional) and ``VAE``.
-4. ``training`` and ``evaluation`` (and ``checkpoint``): Optax training, log-likelihood estimates.
+1. ``distributions``: log-densities and KL divergences (pure ``jax.numpy``); ``likelihoods``: the decoder
+   likelihoods ``p(x|z)`` by name.
+2. ``objectives``: ``reparameterize``, the ELBO, the importance weights and the IWAE bound.
+3. ``models``: Flax NNX encoders and decoders (MLP, conditional MLP and convolutional) and ``VAE``.
+4. ``training``, ``evaluation``, ``diagnostics`` (and ``checkpoint``): Optax training, log-likelihood
+   estimates, diagnostics of the latent space.
 5. ``data`` and ``plotting``, at the edges.
+
+Private modules: ``_checks`` (argument checks), ``_inputs`` (the check where data meets a model),
+``_cpu_conv`` and ``_fast_bernoulli`` (CPU speed-ups, each behind one function with a plain fallback).
 """
 
+from vae_lib import diagnostics, likelihoods
 from vae_lib.checkpoint import load_checkpoint, save_checkpoint
 from vae_lib.distributions import (
     bernoulli_log_prob,
@@ -18,22 +24,38 @@ from vae_lib.distributions import (
     standard_normal_log_prob,
 )
 from vae_lib.evaluation import evaluate_elbo, importance_log_likelihood, quadrature_log_likelihood
+from vae_lib.likelihoods import LIKELIHOODS, Likelihood
 from vae_lib.models import VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, conv_vae, mlp_vae
-from vae_lib.objectives import ElboTerms, elbo, elbo_per_example, iwae_bound, log_likelihood, reparameterize
-from vae_lib.training import NonFiniteLossError, fit
+from vae_lib.objectives import (
+    ElboTerms,
+    decode_samples,
+    elbo,
+    elbo_per_example,
+    iwae_bound,
+    log_importance_weights,
+    log_likelihood,
+    log_mean_exp,
+    reparameterize,
+)
+from vae_lib.training import NonFiniteLossError, TrainState, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LIKELIHOODS",
     "VAE",
     "ConvDecoder",
     "ConvEncoder",
     "ElboTerms",
+    "Likelihood",
     "MLPDecoder",
     "MLPEncoder",
     "NonFiniteLossError",
+    "TrainState",
     "bernoulli_log_prob",
     "conv_vae",
+    "decode_samples",
+    "diagnostics",
     "elbo",
     "elbo_per_example",
     "evaluate_elbo",
@@ -43,8 +65,11 @@ __all__ = [
     "iwae_bound",
     "kl_gaussians",
     "kl_standard_normal",
+    "likelihoods",
     "load_checkpoint",
+    "log_importance_weights",
     "log_likelihood",
+    "log_mean_exp",
     "mlp_vae",
     "quadrature_log_likelihood",
     "reparameterize",

@@ -1,8 +1,14 @@
 """Input checks shared by the public functions (private).
 
 Each check raises a ``ValueError`` or ``TypeError`` whose message names the argument, what was expected
-and what was given. Checks that need concrete values (finiteness, ranges) are skipped for traced arrays,
-so the public functions stay usable inside ``jax.jit``; the training loop checks its data once, outside.
+and what was given. Two kinds:
+
+- static checks (types, shapes, dtypes, hyper-parameters): they read no array values, cost nothing and
+  behave the same eagerly and under ``jax.jit``; the maths layers (distributions, objectives) use only
+  these, so a function gives the same answer eagerly and jitted, also on bad values;
+- value checks (``finite``, ``in_domain``, ``labels``): they read the data once, on the host, where user
+  data enters the library: ``fit``, the evaluation functions, the data loaders, the checkpoint reader
+  (through ``vae_lib._inputs.model_data`` for everything that takes a model and data).
 
 Dtype rule for arrays that must hold real numbers (``floating=True``, the default): the array (NumPy, JAX,
 or a nested list, converted with ``np.asarray``) must have a floating dtype; integer and boolean arrays
@@ -21,10 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _is_traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
 def array(
     name: str,
     x,
@@ -32,9 +34,11 @@ def array(
     ndim: int | Sequence[int] | None = None,
     min_ndim: int | None = None,
     floating: bool = True,
-    finite: bool = True,
+    finite: bool = False,
 ) -> jax.Array:
-    """Check an array argument and return it as a JAX array (see the module docstring for dtypes)."""
+    """Check an array argument statically and return it as a JAX array (see the module docstring for dtypes).
+
+    ``finite=True`` adds the value check ``finite`` (for the edges only)."""
     if x is None or isinstance(x, (str, bytes, dict, set)) or callable(x) and not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array, got {type(x).__name__}")
     if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and not hasattr(x, "dtype"):
@@ -66,12 +70,30 @@ def array(
         raise ValueError(f"{name} must have rank >= {min_ndim}, got shape {shape}")
     if any(s == 0 for s in shape):
         raise ValueError(f"{name} must not be empty, got shape {shape}")
-    if finite and not _is_traced(x) and jnp.issubdtype(dtype, jnp.floating):
-        a = np.asarray(x)
+    if finite:
+        check_finite(name, x)
+    return jnp.asarray(x)
+
+
+def check_finite(name: str, x) -> None:
+    """Value check: every entry of a floating array is finite."""
+    a = np.asarray(x)
+    if np.issubdtype(a.dtype, np.inexact):
         bad = int(a.size - np.count_nonzero(np.isfinite(a)))
         if bad:
             raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s) of {a.size}")
-    return jnp.asarray(x)
+
+
+def same_event(x_name: str, x, **params) -> None:
+    """Check that each parameter is a scalar or has ``x``'s event (last) axis exactly (no broadcasting of
+    a size-1 event axis: a ``(N, 1)`` output against 784 pixels is a bug, not a broadcast)."""
+    d = x.shape[-1]
+    for name, p in params.items():
+        if p.ndim and p.shape[-1] != d:
+            raise ValueError(
+                f"{name} must have the event (last) axis of {x_name}, {d}, got shape {tuple(p.shape)} "
+                f"against {x_name} {tuple(x.shape)}"
+            )
 
 
 def same_shape(names: Sequence[str], *xs) -> None:
@@ -101,9 +123,7 @@ def same_batch(names: Sequence[str], *xs) -> None:
 
 
 def in_unit_interval(name: str, x, *, why: str = "for a Bernoulli likelihood") -> None:
-    """Check 0 <= x <= 1 (Bernoulli targets or probabilities)."""
-    if _is_traced(x):
-        return
+    """Value check: 0 <= x <= 1 (Bernoulli targets or probabilities)."""
     a = np.asarray(x)
     lo, hi = float(a.min()), float(a.max())
     if lo < 0.0 or hi > 1.0:
@@ -151,6 +171,16 @@ def real(name: str, v, *, minimum: float | None = None, strict: bool = False) ->
         if not strict and not v >= minimum:
             raise ValueError(f"{name} must be >= {minimum:g}, got {v:g}")
     return v
+
+
+def real_or_scalar_array(name: str, v, *, minimum: float | None = None):
+    """A real hyper-parameter: a Python number (checked as by ``real``) or a scalar floating array, such as
+    a schedule's value inside a compiled training step (shape and dtype checked only)."""
+    if hasattr(v, "dtype") and not isinstance(v, numbers.Real):
+        if tuple(v.shape) != () or not jnp.issubdtype(v.dtype, jnp.floating):
+            raise TypeError(f"{name} must be a real number or a scalar float array, got {v.dtype} {v.shape}")
+        return v
+    return real(name, v, minimum=minimum)
 
 
 def boolean(name: str, v) -> bool:
@@ -207,6 +237,35 @@ def is_binary(x) -> bool:
     """Whether every entry of a concrete array is exactly 0 or 1."""
     a = np.asarray(x)
     return bool(np.all((a == 0) | (a == 1)))
+
+
+def labels(name: str, y, *, num_classes: int, num_rows: int) -> jax.Array:
+    """Value check of conditioning labels: integer class labels ``(N,)`` in ``[0, num_classes)`` become
+    one-hot rows; a float array must be ``(N, num_classes)`` and finite (one-hot or soft labels).
+
+    Returns:
+      float32 one-hot (or given) labels of shape ``(num_rows, num_classes)``.
+    """
+    if y is None or not hasattr(y, "dtype") and not isinstance(y, (list, tuple)):
+        raise TypeError(
+            f"{name} must be labels (an int array (N,) or one-hot rows (N, C)), got {type(y).__name__}"
+        )
+    a = np.asarray(y)
+    if np.issubdtype(a.dtype, np.integer):
+        if a.shape != (num_rows,):
+            raise ValueError(f"{name} must have shape ({num_rows},) (one label per row), got {a.shape}")
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"{name} must hold class labels in [0, {num_classes}), got values in [{lo}, {hi}]"
+            )
+        return jax.nn.one_hot(a, num_classes, dtype=jnp.float32)
+    y = array(name, a, ndim=2, finite=True)
+    if y.shape != (num_rows, num_classes):
+        raise ValueError(
+            f"{name} must have shape ({num_rows}, {num_classes}) (one-hot rows), got {tuple(y.shape)}"
+        )
+    return y
 
 
 def image_shape(name: str, shape) -> tuple[int, int, int]:

@@ -110,8 +110,9 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
 
     Raises:
       FileNotFoundError: no file at ``path``.
-      ValueError: the file is not a checkpoint (garbage, truncated, holds pickled objects), or its arrays
-        do not match ``like`` (a checkpoint of another model architecture or optimizer).
+      ValueError: the file is not a checkpoint (garbage, truncated, holds pickled objects), its arrays
+        do not match ``like`` (a checkpoint of another model architecture or optimizer), or an array
+        holds NaN or infinite values.
     """
     path = Path(_checks.path("path", path))
     if not path.is_file():
@@ -164,5 +165,6 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
                 f"checkpoint {path} does not match: entry {name!r} has shape {a.shape} and dtype {a.dtype}, "
                 f"expected {ref_shape} and {ref_dtype}; {hint}"
             )
+        _checks.check_finite(f"checkpoint {path} entry {name!r}", a)
         restored.append(jnp.asarray(a))
     return jax.tree_util.tree_unflatten(treedef, restored), metadata

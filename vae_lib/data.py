@@ -111,7 +111,7 @@ def binarize(key: jax.Array, x) -> np.ndarray:
       float32 array of 0s and 1s, same shape as ``x`` (values in [0, 1]).
     """
     key = _checks.key("key", key)
-    x = _checks.array("x", x)
+    x = _checks.array("x", x, finite=True)
     _checks.in_unit_interval("x", x)
     return np.asarray(jax.random.bernoulli(key, x), dtype=np.float32)
 

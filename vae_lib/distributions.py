@@ -1,7 +1,13 @@
 """Log-densities and KL divergences (layer 1: pure ``jax.numpy``).
 
 All functions work per example: the last axis is the event axis and is summed over; every leading axis
-(batch, samples) is kept. Nothing here reduces over the batch.
+(batch, samples) is kept. Nothing here reduces over the batch. A parameter is a scalar or has the event
+axis of its values exactly; leading axes broadcast. To get a term per dimension instead of their sum, give
+each dimension its own event axis: ``kl_standard_normal(mean[..., None], logvar[..., None])`` is ``(..., Z)``.
+
+Only static checks (shapes, dtypes) happen here, so every function gives the same result eagerly and under
+``jax.jit``, on any values: a NaN in gives a NaN out, and a Bernoulli target outside [0, 1] is not caught
+here (``fit`` and the evaluation functions check their data once, where it enters).
 
 Gaussians are parameterized by ``mean`` and ``logvar = log(sigma**2)``. The log-variance is unconstrained,
 so any real number is a valid variance and no positivity constraint (softplus, clipping) is needed;
@@ -11,7 +17,7 @@ multiply by ``exp(-logvar)``) and never take ``log`` of a probability: the Gauss
 KL divergences stay finite and accurate to float32 precision for ``logvar`` in [-30, 30], and the KL terms
 use ``expm1(r) - r`` (``r`` a log-variance difference), which is >= 0 and accurate when ``q`` is close to
 ``p`` (a nearly inactive latent unit). ``bernoulli_log_prob`` works from logits with ``softplus``, finite
-for logits of +-1e4 (tests/test_properties.py checks all of this).
+for logits of +-1e4 (tests/test_distributions.py checks all of this).
 """
 
 from __future__ import annotations
@@ -33,16 +39,17 @@ def gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.A
 
     Args:
       x: values, shape ``(..., D)``.
-      mean: means, broadcastable to ``x``.
-      logvar: log-variances, broadcastable to ``x``.
+      mean: means, broadcastable to ``x`` (a scalar, or with ``x``'s last axis).
+      logvar: log-variances, likewise.
 
     Returns:
       Log-densities of shape ``(...)`` (no reduction over leading axes).
     """
     x = _checks.array("x", x, min_ndim=1)
-    mean = _checks.array("mean", mean, finite=False)
-    logvar = _checks.array("logvar", logvar, finite=False)
+    mean = _checks.array("mean", mean)
+    logvar = _checks.array("logvar", logvar)
     _checks.broadcastable(("x", "mean", "logvar"), x, mean, logvar)
+    _checks.same_event("x", x, mean=mean, logvar=logvar)
     return -0.5 * jnp.sum(_LOG_2PI + logvar + (x - mean) ** 2 * jnp.exp(-logvar), axis=-1)
 
 
@@ -71,15 +78,15 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
 
     Args:
       x: targets in [0, 1], shape ``(..., D)``.
-      logits: logits, broadcastable to ``x``.
+      logits: logits, broadcastable to ``x`` (a scalar, or with ``x``'s last axis).
 
     Returns:
       Log-likelihoods of shape ``(...)``.
     """
     x = _checks.array("x", x, min_ndim=1)
-    logits = _checks.array("logits", logits, finite=False)
+    logits = _checks.array("logits", logits)
     _checks.broadcastable(("x", "logits"), x, logits)
-    _checks.in_unit_interval("x", x)
+    _checks.same_event("x", x, logits=logits)
     # x * l - softplus(l) written as -(x softplus(-l) + (1 - x) softplus(l)): the same value (l = softplus(l)
     # - softplus(-l)), without the cancellation of x * l against softplus(l) when l >> 0 and x = 1.
     return -jnp.sum(x * jax.nn.softplus(-logits) + (1.0 - x) * jax.nn.softplus(logits), axis=-1)
@@ -122,5 +129,6 @@ def kl_gaussians(mean_q: jax.Array, logvar_q: jax.Array, mean_p: jax.Array, logv
     logvar_p = _checks.array("logvar_p", logvar_p)
     _checks.same_shape(("mean_q", "logvar_q"), mean_q, logvar_q)
     _checks.broadcastable(("mean_q", "mean_p", "logvar_p"), mean_q, mean_p, logvar_p)
+    _checks.same_event("mean_q", mean_q, mean_p=mean_p, logvar_p=logvar_p)
     r = logvar_q - logvar_p  # expm1(r) - r == exp(r) - 1 - r >= 0, accurate near r = 0
     return 0.5 * jnp.sum(jnp.expm1(r) - r + (mean_q - mean_p) ** 2 * jnp.exp(-logvar_p), axis=-1)

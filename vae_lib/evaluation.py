@@ -1,8 +1,8 @@
 """Evaluation (layer 4): test ELBO, importance-sampled and exact (quadrature) log-likelihood.
 
-All functions take a model with ``encode``/``decode``/``likelihood`` (``vae_lib.models.VAE``), work in
-chunks so memory stays bounded, and compile once per model structure (the model's NNX graph definition
-is a static argument of the jitted kernels).
+All functions take a ``vae_lib.VAE`` (and, for a conditional model, its labels ``y``), check the model
+and the data once (``vae_lib._inputs.model_data``), work in chunks so memory stays bounded, and compile
+once per model structure (the model's NNX graph definition is a static argument of the jitted kernels).
 """
 
 from __future__ import annotations
@@ -12,40 +12,32 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from vae_lib import _checks
-from vae_lib.distributions import gaussian_log_prob, standard_normal_log_prob
-from vae_lib.objectives import ElboTerms, elbo_per_example, log_likelihood
+from vae_lib import _checks, _inputs
+from vae_lib.distributions import standard_normal_log_prob
+from vae_lib.likelihoods import LIKELIHOODS
+from vae_lib.objectives import ElboTerms, elbo_per_example, log_importance_weights
 
 
-def _check_data(model, x, name: str = "x") -> jax.Array:
-    if not (isinstance(model, nnx.Module) and hasattr(model, "likelihood")):
-        raise TypeError(f"model must be a vae_lib VAE (e.g. mlp_vae(...)), got {type(model).__name__}")
-    x = _checks.array(name, x, ndim=2)
-    data_dim = getattr(model, "data_dim", None)
-    if data_dim is not None and x.shape[1] != data_dim:
-        raise ValueError(f"{name} must have shape (N, {data_dim}) for this model, got {tuple(x.shape)}")
-    if model.likelihood == "bernoulli":
-        _checks.in_unit_interval(name, x)
-    return x
-
-
-def _pad_chunks(x: jax.Array, size: int) -> tuple[jax.Array, int]:
-    """Pad ``(N, D)`` with copies of row 0 to a multiple of ``size`` and reshape to ``(C, size, D)``."""
-    n = x.shape[0]
-    pad = (-n) % size
-    xp = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, x.shape[1]))]) if pad else x
-    return xp.reshape(-1, size, x.shape[1]), n
+def _pad_chunks(a: jax.Array | None, size: int) -> jax.Array | None:
+    """Pad ``(N, ...)`` with copies of row 0 to a multiple of ``size``; reshape to ``(C, size, ...)``."""
+    if a is None:
+        return None
+    pad = (-a.shape[0]) % size
+    if pad:
+        a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad, *a.shape[1:]))])
+    return a.reshape(-1, size, *a.shape[1:])
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "num_samples", "analytic_kl"))
-def _elbo_chunks(graphdef, state, key, chunks, *, likelihood, num_samples, analytic_kl):
+def _elbo_chunks(graphdef, state, key, xs, ys, *, likelihood, num_samples, analytic_kl):
     model = nnx.merge(graphdef, state)
-    keys = jax.random.split(key, chunks.shape[0])
+    keys = jax.random.split(key, xs.shape[0])
 
     def one(args):
-        k, xb = args
+        k, xb, yb = args  # (B, D), (B, C) or None
         return elbo_per_example(
             k,
             xb,
@@ -54,9 +46,10 @@ def _elbo_chunks(graphdef, state, key, chunks, *, likelihood, num_samples, analy
             likelihood=likelihood,
             analytic_kl=analytic_kl,
             num_samples=num_samples,
+            y=yb,
         )
 
-    rec, kl = jax.lax.map(one, (keys, chunks))
+    rec, kl = jax.lax.map(one, (keys, xs, ys))  # (C, B) each
     return rec.reshape(-1), kl.reshape(-1)
 
 
@@ -65,6 +58,7 @@ def evaluate_elbo(
     model,
     x: jax.Array,
     *,
+    y: jax.Array | None = None,
     batch_size: int = 500,
     num_samples: int = 1,
     analytic_kl: bool = True,
@@ -77,6 +71,7 @@ def evaluate_elbo(
       key: PRNG key.
       model: a ``VAE``.
       x: data, shape ``(N, D)``; binary for a Bernoulli decoder.
+      y: labels of a conditional model: integers ``(N,)`` or one-hot rows ``(N, C)``.
       batch_size: examples per chunk (memory only, not the result).
       num_samples: samples of ``z`` per example.
       analytic_kl: closed-form KL or its Monte Carlo estimate.
@@ -85,52 +80,45 @@ def evaluate_elbo(
       ``ElboTerms`` of dataset means (``objective`` equals ``elbo``: beta = 1).
     """
     key = _checks.key("key", key)
-    x = _check_data(model, x)
+    x, y = _inputs.model_data(model, x, y)
     batch_size = min(_checks.positive_int("batch_size", batch_size), x.shape[0])
     num_samples = _checks.positive_int("num_samples", num_samples)
     analytic_kl = _checks.boolean("analytic_kl", analytic_kl)
     graphdef, state = nnx.split(model)
-    chunks, n = _pad_chunks(x, batch_size)
     rec, kl = _elbo_chunks(
         graphdef,
         state,
         key,
-        chunks,
+        _pad_chunks(x, batch_size),
+        _pad_chunks(y, batch_size),
         likelihood=model.likelihood,
         num_samples=num_samples,
         analytic_kl=analytic_kl,
     )
+    n = x.shape[0]
     rec, kl = rec[:n].mean(), kl[:n].mean()
     return ElboTerms(objective=rec - kl, elbo=rec - kl, reconstruction=rec, kl=kl)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "num_chunks", "chunk"))
-def _iwae_chunks(graphdef, state, key, chunks, *, likelihood, num_chunks, chunk):
+def _iwae_chunks(graphdef, state, key, xs, ys, *, likelihood, num_chunks, chunk):
     model = nnx.merge(graphdef, state)
-    keys = jax.random.split(key, chunks.shape[0])
 
     def per_batch(args):
-        kb, xb = args  # (B, D)
-        mean, logvar = model.encode(xb)  # (B, Z)
+        kb, xb, yb = args  # (B, D), (B, C) or None
 
-        def per_samples(carry, ks):
-            z = mean[None] + jnp.exp(0.5 * logvar[None]) * jax.random.normal(
-                ks, (chunk, *mean.shape)
-            )  # (S, B, Z)
-            out = model.decode(z.reshape(-1, z.shape[-1]))
-            out = jax.tree.map(lambda a: a.reshape(chunk, xb.shape[0], -1), out)
-            log_w = (
-                log_likelihood(xb[None], out, likelihood)
-                + standard_normal_log_prob(z)
-                - gaussian_log_prob(z, mean[None], logvar[None])
+        def per_samples(total, ks):  # log sum_s w_s over the chunks so far, (B,)
+            log_w = log_importance_weights(
+                ks, xb, model.encode, model.decode, num_samples=chunk, likelihood=likelihood, y=yb
             )  # (S, B)
-            return jnp.logaddexp(carry, jax.nn.logsumexp(log_w, axis=0)), None
+            return jnp.logaddexp(total, jax.nn.logsumexp(log_w, axis=0)), None
 
         init = jnp.full((xb.shape[0],), -jnp.inf)
         total, _ = jax.lax.scan(per_samples, init, jax.random.split(kb, num_chunks))
         return total
 
-    return jax.lax.map(per_batch, (keys, chunks)).reshape(-1)
+    keys = jax.random.split(key, xs.shape[0])
+    return jax.lax.map(per_batch, (keys, xs, ys)).reshape(-1)
 
 
 def importance_log_likelihood(
@@ -138,19 +126,22 @@ def importance_log_likelihood(
     model,
     x: jax.Array,
     *,
+    y: jax.Array | None = None,
     num_samples: int = 1000,
     batch_size: int = 100,
     sample_chunk: int = 100,
 ) -> jax.Array:
     """Importance-sampled estimate of ``log p(x)`` per example (``IWAE_k`` with the encoder as proposal).
 
-    ``log p(x) ~= log (1/k) sum_s p(x|z_s) p(z_s) / q(z_s|x)``, ``z_s ~ q(z|x)``, accumulated over chunks
-    of samples with ``logaddexp``. A lower bound in expectation that tightens as ``k`` grows.
+    ``log p(x) ~= log (1/k) sum_s w_s`` with ``log w_s`` from ``vae_lib.objectives.log_importance_weights``
+    (``z_s ~ q(z|x)``), accumulated over chunks of samples with ``logaddexp``. A lower bound in
+    expectation that tightens as ``k`` grows. For a conditional model it estimates ``log p(x|y)``.
 
     Args:
       key: PRNG key.
       model: a ``VAE``.
       x: data, shape ``(N, D)``.
+      y: labels of a conditional model: integers ``(N,)`` or one-hot rows ``(N, C)``.
       num_samples: ``k``, a multiple of ``sample_chunk`` (or smaller than it).
       batch_size: examples per chunk (memory only).
       sample_chunk: samples decoded at once (memory only).
@@ -159,18 +150,24 @@ def importance_log_likelihood(
       Estimates of shape ``(N,)`` in nats.
     """
     key = _checks.key("key", key)
-    x = _check_data(model, x)
+    x, y = _inputs.model_data(model, x, y)
     k = _checks.positive_int("num_samples", num_samples)
     batch_size = min(_checks.positive_int("batch_size", batch_size), x.shape[0])
     chunk = min(_checks.positive_int("sample_chunk", sample_chunk), k)
     if k % chunk:
         raise ValueError(f"num_samples ({k}) must be a multiple of sample_chunk ({chunk})")
     graphdef, state = nnx.split(model)
-    chunks, n = _pad_chunks(x, batch_size)
     total = _iwae_chunks(
-        graphdef, state, key, chunks, likelihood=model.likelihood, num_chunks=k // chunk, chunk=chunk
+        graphdef,
+        state,
+        key,
+        _pad_chunks(x, batch_size),
+        _pad_chunks(y, batch_size),
+        likelihood=model.likelihood,
+        num_chunks=k // chunk,
+        chunk=chunk,
     )
-    return total[:n] - math.log(k)
+    return total[: x.shape[0]] - math.log(k)
 
 
 def latent_grid(latent_dim: int, num_points: int, bound: float) -> tuple[jax.Array, float]:
@@ -188,28 +185,38 @@ def latent_grid(latent_dim: int, num_points: int, bound: float) -> tuple[jax.Arr
     return jnp.stack([m.reshape(-1) for m in mesh], axis=-1), latent_dim * math.log(h)
 
 
-def _pairwise_log_likelihood(x: jax.Array, out, likelihood: str) -> jax.Array:
-    """``log p(x_n | z_g)`` for every pair, shape ``(N, G)``, written as matrix products."""
+_PAIRWISE_ELEMENTS = 2**22  # (rows of x) x (grid points) x D computed at once by the generic form
+
+
+def _pairwise_log_likelihood(x: jax.Array, output, likelihood: str) -> jax.Array:
+    """``log p(x_n | z_g)`` for every example ``n`` and latent ``g``, shape ``(N, G)``.
+
+    ``output`` is the decoder's output for ``G`` latents (e.g. logits ``(G, D)``). The density is the
+    likelihood's own ``log_prob`` on ``(1, D)`` against ``(G, D)``, ``N`` rows at a time; for
+    ``"bernoulli"`` it is the same sum, ``-sum_d [x_d softplus(-l_d) + (1 - x_d) softplus(l_d)]``, written as
+    two matrix products of non-negative terms (no cancellation, so as accurate as ``bernoulli_log_prob``).
+    A Gaussian is never expanded as ``x^2 - 2 x mean + mean^2``, which loses every digit in float32 when
+    ``|x|`` and ``|mean|`` are large next to the standard deviation.
+    """
     if likelihood == "bernoulli":
-        return x @ out.T - jnp.sum(jax.nn.softplus(out), axis=-1)[None, :]  # (N, D) @ (D, G)
-    mean, logvar = out  # (G, D)
-    prec = jnp.exp(-logvar)
-    quad = (x**2) @ prec.T - 2.0 * x @ (mean * prec).T + jnp.sum(mean**2 * prec, axis=-1)[None, :]
-    return -0.5 * (quad + jnp.sum(logvar, axis=-1)[None, :] + x.shape[-1] * math.log(2 * math.pi))
+        return -(x @ jax.nn.softplus(-output).T + (1.0 - x) @ jax.nn.softplus(output).T)  # (N, D) @ (D, G)
+    log_prob = LIKELIHOODS[likelihood].log_prob
+    g, d = jax.tree.leaves(output)[0].shape
+    rows = min(x.shape[0], max(1, _PAIRWISE_ELEMENTS // (g * d)))
+    return jax.lax.map(lambda xn: log_prob(xn[None], output), x, batch_size=rows)  # (D,) -> (G,), N times
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "grid_chunk"))
-def _quadrature(graphdef, state, x, z, log_cell, *, likelihood, grid_chunk):
+def _quadrature(graphdef, state, x, y_row, z, log_cell, *, likelihood, grid_chunk):
     model = nnx.merge(graphdef, state)
-    zc = z.reshape(-1, grid_chunk, z.shape[-1])
 
-    def body(carry, zg):
-        terms = (
-            _pairwise_log_likelihood(x, model.decode(zg), likelihood) + standard_normal_log_prob(zg)[None, :]
-        )
-        return jnp.logaddexp(carry, jax.nn.logsumexp(terms, axis=-1)), None
+    def body(total, zg):  # zg: (G, Z), a chunk of the grid
+        labels = () if y_row is None else (jnp.broadcast_to(y_row, (zg.shape[0], y_row.shape[0])),)
+        terms = _pairwise_log_likelihood(x, model.decode(zg, *labels), likelihood)  # (N, G)
+        terms = terms + standard_normal_log_prob(zg)[None, :]  # log p(x_n | z_g) + log p(z_g)
+        return jnp.logaddexp(total, jax.nn.logsumexp(terms, axis=-1)), None
 
-    total, _ = jax.lax.scan(body, jnp.full((x.shape[0],), -jnp.inf), zc)
+    total, _ = jax.lax.scan(body, jnp.full((x.shape[0],), -jnp.inf), z.reshape(-1, grid_chunk, z.shape[-1]))
     return total + log_cell
 
 
@@ -217,6 +224,7 @@ def quadrature_log_likelihood(
     model,
     x: jax.Array,
     *,
+    y: jax.Array | None = None,
     num_points: int = 400,
     bound: float = 6.0,
     grid_chunk: int = 1600,
@@ -226,11 +234,13 @@ def quadrature_log_likelihood(
     ``p(x) = int p(x|z) p(z) dz ~= sum_g p(x|z_g) p(z_g) * cell``, over ``num_points`` points per axis on
     ``[-bound, bound]``. The truncation error is at most the prior mass outside the box (about 2e-9 per
     axis for ``bound=6``) times ``max_z p(x|z)``; the grid error shrinks as ``num_points`` grows. No
-    encoder is used, so this is an independent check of the ELBO and of importance sampling.
+    encoder is used, so this is an independent check of the ELBO and of importance sampling. For a
+    conditional model it is ``log p(x|y)``, one pass over the grid per distinct label.
 
     Args:
       model: a ``VAE`` with ``latent_dim`` 1 or 2.
       x: data, shape ``(N, D)``.
+      y: labels of a conditional model: integers ``(N,)`` or one-hot rows ``(N, C)``.
       num_points: grid points per latent axis.
       bound: half-width of the grid, in prior standard deviations.
       grid_chunk: grid points decoded at once (memory only).
@@ -238,7 +248,7 @@ def quadrature_log_likelihood(
     Returns:
       ``log p(x)`` of shape ``(N,)`` in nats.
     """
-    x = _check_data(model, x)
+    x, y = _inputs.model_data(model, x, y)
     num_points = _checks.positive_int("num_points", num_points)
     bound = _checks.real("bound", bound, minimum=0.0, strict=True)
     if model.latent_dim not in (1, 2):
@@ -251,4 +261,11 @@ def quadrature_log_likelihood(
     while g % chunk:  # largest divisor of the grid size not above the requested chunk
         chunk -= 1
     graphdef, state = nnx.split(model)
-    return _quadrature(graphdef, state, x, z, log_cell, likelihood=model.likelihood, grid_chunk=chunk)
+    kw = dict(likelihood=model.likelihood, grid_chunk=chunk)
+    run = lambda label: _quadrature(graphdef, state, x, label, z, log_cell, **kw)  # noqa: E731
+    if y is None:
+        return run(None)
+    out = jnp.zeros(x.shape[0])
+    for label in np.unique(np.asarray(y), axis=0):  # log p(x|y) of the examples with this label
+        out = jnp.where(jnp.all(y == label[None], axis=-1), run(jnp.asarray(label)), out)
+    return out

@@ -2,10 +2,13 @@
 
 Every model works on flat vectors: an encoder maps ``(N, D)`` data to ``(mean, logvar)`` of shape
 ``(N, Z)``, a decoder maps ``(N, Z)`` latents to its likelihood's parameters for ``(N, D)`` data (logits
-for ``"bernoulli"``, ``(mean, logvar)`` for ``"gaussian"``). The convolutional models reshape 784-pixel
-vectors to 28x28 images inside, so the objectives and training loop are the same for every model.
+for ``"bernoulli"``, ``(mean, logvar)`` for ``"gaussian"``; see ``vae_lib.likelihoods``). The convolutional
+models reshape 784-pixel vectors to 28x28 images inside, so the objectives and training loop are the same
+for every model.
 
-``VAE`` pairs an encoder with a decoder and exposes ``encode``/``decode`` for ``vae_lib.objectives``.
+``VAE`` pairs an encoder with a decoder and exposes ``encode``/``decode`` for ``vae_lib.objectives``. A
+conditional VAE (``mlp_vae(..., num_classes=C)``) feeds one-hot labels ``y`` of shape ``(N, C)`` to both:
+``encode(x, y)`` models ``q(z|x, y)`` and ``decode(z, y)`` models ``p(x|z, y)`` (Sohn et al., 2015).
 """
 
 from __future__ import annotations
@@ -15,11 +18,22 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from vae_lib import _checks
-from vae_lib.objectives import LIKELIHOODS
+from vae_lib import _checks, _cpu_conv
+from vae_lib._cpu_conv import depth_to_space  # sub-pixel upsampling, used by ConvDecoder
+from vae_lib.likelihoods import LIKELIHOODS
+
+__all__ = [
+    "VAE",
+    "ConvDecoder",
+    "ConvEncoder",
+    "MLPDecoder",
+    "MLPEncoder",
+    "conv_vae",
+    "depth_to_space",
+    "mlp_vae",
+]
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -27,6 +41,11 @@ Activation = Callable[[jax.Array], jax.Array]
 def _check_rngs(rngs) -> None:
     if not isinstance(rngs, nnx.Rngs):
         raise TypeError(f"rngs must be a flax.nnx.Rngs (e.g. nnx.Rngs(0)), got {type(rngs).__name__}")
+
+
+def _with_labels(h: jax.Array, y: jax.Array | None) -> jax.Array:
+    """Append the conditioning to the features: ``(N, F), (N, C) -> (N, F + C)``."""
+    return h if y is None else jnp.concatenate([h, y.astype(h.dtype)], axis=-1)
 
 
 class _MLP(nnx.Module):
@@ -48,7 +67,10 @@ class _MLP(nnx.Module):
 class MLPEncoder(nnx.Module):
     """Gaussian encoder ``q(z|x) = N(mean(x), diag(exp(logvar(x))))`` with an MLP body.
 
-    Shapes: ``x (N, in_features) -> mean, logvar (N, latent_dim)``.
+    ``hidden=()`` gives an affine encoder. With ``num_classes = C > 0`` it is ``q(z|x, y)``: the one-hot
+    labels are appended to ``x``.
+
+    Shapes: ``x (N, in_features)`` (and ``y (N, C)``) ``-> mean, logvar (N, latent_dim)``.
     """
 
     def __init__(
@@ -58,32 +80,41 @@ class MLPEncoder(nnx.Module):
         *,
         hidden: Sequence[int] = (500,),
         activation: Activation = jax.nn.relu,
+        num_classes: int = 0,
         rngs: nnx.Rngs,
     ):
         in_features = _checks.positive_int("in_features", in_features)
         latent_dim = _checks.positive_int("latent_dim", latent_dim)
         hidden = _checks.int_sequence("hidden", hidden)
         _checks.function("activation", activation)
+        num_classes = _checks.positive_int("num_classes", num_classes, minimum=0)
         _check_rngs(rngs)
         self.in_features = in_features
-        self.body = _MLP(in_features, hidden, activation, rngs)
-        width = hidden[-1] if hidden else in_features
+        self.num_classes = num_classes
+        self.body = _MLP(in_features + num_classes, hidden, activation, rngs)
+        width = hidden[-1] if hidden else in_features + num_classes
         self.mean = nnx.Linear(width, latent_dim, rngs=rngs)
         self.logvar = nnx.Linear(width, latent_dim, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = self.body(x)  # (N, D) -> (N, H)
+    def __call__(self, x: jax.Array, y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        h = self.body(_with_labels(x, y))  # (N, D [+ C]) -> (N, H)
         return self.mean(h), self.logvar(h)  # (N, Z) each
+
+
+OBS_LOGVAR = ("per_pixel", "shared")
 
 
 class MLPDecoder(nnx.Module):
     """Decoder ``p(x|z)`` with an MLP body: Bernoulli (logits) or Gaussian (mean, logvar).
 
-    For ``likelihood="gaussian"``, ``obs_logvar=None`` learns one log-variance per data dimension;
-    a float fixes it (``0.0`` is unit variance, the squared error up to constants).
+    For a likelihood with a scale (``"gaussian"``), ``obs_logvar`` chooses the log-variance: ``None`` or
+    ``"per_pixel"`` learns one per data dimension; ``"shared"`` learns one for all dimensions (the
+    isotropic ``sigma^2 I`` of probabilistic PCA); a float fixes it (``0.0`` is unit variance, the squared
+    error up to constants). ``hidden=()`` gives an affine decoder. With ``num_classes = C > 0`` it is
+    ``p(x|z, y)``: the one-hot labels are appended to ``z``.
 
-    Shapes: ``z (N, latent_dim) -> logits (N, out_features)``, or ``(mean, logvar)``, each
-    ``(N, out_features)``.
+    Shapes: ``z (N, latent_dim)`` (and ``y (N, C)``) ``-> logits (N, out_features)``, or ``(mean, logvar)``,
+    each ``(N, out_features)``.
     """
 
     def __init__(
@@ -93,127 +124,48 @@ class MLPDecoder(nnx.Module):
         *,
         hidden: Sequence[int] = (500,),
         likelihood: str = "bernoulli",
-        obs_logvar: float | None = None,
+        obs_logvar: float | str | None = None,
         activation: Activation = jax.nn.relu,
+        num_classes: int = 0,
         rngs: nnx.Rngs,
     ):
         latent_dim = _checks.positive_int("latent_dim", latent_dim)
         out_features = _checks.positive_int("out_features", out_features)
         hidden = _checks.int_sequence("hidden", hidden)
-        _checks.choice("likelihood", likelihood, LIKELIHOODS)
+        _checks.choice("likelihood", likelihood, tuple(LIKELIHOODS))
+        obs_logvar = _check_obs_logvar(obs_logvar)
         _checks.function("activation", activation)
+        num_classes = _checks.positive_int("num_classes", num_classes, minimum=0)
         _check_rngs(rngs)
         self.latent_dim = latent_dim
         self.likelihood = likelihood
-        self.body = _MLP(latent_dim, hidden, activation, rngs)
-        width = hidden[-1] if hidden else latent_dim
+        self.num_classes = num_classes
+        self.body = _MLP(latent_dim + num_classes, hidden, activation, rngs)
+        width = hidden[-1] if hidden else latent_dim + num_classes
         self.out = nnx.Linear(width, out_features, rngs=rngs)
-        learned = likelihood == "gaussian" and obs_logvar is None
-        self.obs_logvar = nnx.data(nnx.Param(jnp.zeros((out_features,))) if learned else None)
-        self.fixed_logvar = None
-        if likelihood == "gaussian" and not learned:
-            self.fixed_logvar = _checks.real("obs_logvar", obs_logvar)
+        pair = LIKELIHOODS[likelihood].pair
+        shape = {"per_pixel": (out_features,), "shared": ()}.get(obs_logvar) if pair else None
+        self.obs_logvar = nnx.data(None if shape is None else nnx.Param(jnp.zeros(shape)))  # learned
+        self.fixed_logvar = obs_logvar if pair and shape is None else None  # a float, or None
 
-    def __call__(self, z: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
-        out = self.out(self.body(z))  # (N, Z) -> (N, D)
-        if self.likelihood == "bernoulli":
+    def __call__(self, z: jax.Array, y: jax.Array | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
+        out = self.out(self.body(_with_labels(z, y)))  # (N, Z [+ C]) -> (N, D)
+        if not LIKELIHOODS[self.likelihood].pair:
             return out
         if self.fixed_logvar is not None:
             logvar = jnp.full_like(out, self.fixed_logvar)
         else:
-            logvar = jnp.broadcast_to(self.obs_logvar[...], out.shape)
+            logvar = jnp.broadcast_to(self.obs_logvar[...], out.shape)  # (D,) or () -> (N, D)
         return out, logvar
 
 
-def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
-    """Rearrange channels into space: ``(N, H, W, C * b * b) -> (N, H * b, W * b, C)``."""
-    n, h, w, c = x.shape
-    x = x.reshape(n, h, w, block, block, c // (block * block))
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * block, w * block, c // (block * block))
-
-
-# The convolutional models compute their convolutions as matrix products instead of calling their Flax
-# layers (which hold the parameters; a layer called directly gives the same result up to rounding).
-# XLA:CPU runs matrix products fast everywhere, while the gradients of its convolutions can take a slow
-# generic path inside the training loop's lax.scan (a conv VAE step measured 40x slower than outside
-# it), and a transposed convolution's gradient is slow everywhere (the keras-io VAE trains 14x slower
-# with nnx.ConvTranspose called directly). See benchmarks/README.md.
-
-
-def _same_padding(size: int, k: int, stride: int) -> tuple[tuple[int, int], int]:
-    """XLA's ``"SAME"`` padding ``(before, after)`` of an axis, and the output size ``ceil(size/stride)``."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + k - size, 0)
-    return (total // 2, total - total // 2), out
-
-
-def _conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int = 1, padding="SAME") -> jax.Array:
-    """``lax.conv_general_dilated(x, kernel, (stride, stride), padding) + bias`` (NHWC, HWIO) as one product.
-
-    The input windows are gathered into a ``(N * Ho * Wo, kh * kw * Cin + 1)`` matrix, the last column
-    ones, and multiplied by the kernel reshaped to ``(kh * kw * Cin, Cout)`` with the bias as a last row.
-    (Added after the product, the bias's gradient would be a sum over ``N * Ho * Wo`` rows, which XLA:CPU
-    can take longer to compute than the product that now gives it.) ``padding`` is ``"SAME"`` or
-    ``((top, bottom), (left, right))``.
-
-    Shapes: ``x (N, H, W, Cin)``, ``kernel (kh, kw, Cin, Cout)``, ``bias (Cout,) -> (N, Ho, Wo, Cout)``.
-    """
-    n, h, w, cin = x.shape
-    kh, kw, _, cout = kernel.shape
-    if padding == "SAME":
-        (ph, ho), (pw, wo) = _same_padding(h, kh, stride), _same_padding(w, kw, stride)
-    else:
-        ph, pw = padding
-        ho, wo = (h + sum(ph) - kh) // stride + 1, (w + sum(pw) - kw) // stride + 1
-    xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
-    windows = [
-        xp[:, dy : dy + stride * (ho - 1) + 1 : stride, dx : dx + stride * (wo - 1) + 1 : stride]
-        for dy in range(kh)
-        for dx in range(kw)
-    ]
-    ones = jnp.ones((n, ho, wo, 1), x.dtype)
-    cols = jnp.concatenate([*windows, ones], axis=-1).reshape(n * ho * wo, kh * kw * cin + 1)
-    weights = jnp.concatenate([kernel.reshape(kh * kw * cin, cout), bias[None]])
-    return (cols @ weights).reshape(n, ho, wo, cout)
-
-
-def _conv_few_outputs(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A ``"SAME"`` stride-1 convolution to few channels: one product for all taps, then shifted sums.
-
-    ``y[h, w] = sum_{dy, dx} x[h + dy - top, w + dx - left] @ kernel[dy, dx]``: the products
-    ``x @ kernel[dy, dx]`` of all taps come from one ``(N * H * W, Cin) @ (Cin, kh * kw * Cout)`` product,
-    which moves much less memory than ``_conv``'s windows when ``Cout`` is small (the 1-channel output).
-    """
-    n, h, w, cin = x.shape
-    kh, kw, _, cout = kernel.shape
-    (ph, _), (pw, _) = _same_padding(h, kh, 1), _same_padding(w, kw, 1)
-    taps = x.reshape(n * h * w, cin) @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
-    taps = jnp.pad(taps.reshape(n, h, w, kh * kw, cout), ((0, 0), ph, pw, (0, 0), (0, 0)))
-    return sum(taps[:, dy : dy + h, dx : dx + w, dy * kw + dx] for dy in range(kh) for dx in range(kw))
-
-
-# nnx.ConvTranspose(kernel 3, stride 2, "SAME") in sub-pixel form. Along each axis, output row 2h + i reads
-# input rows h - 1 (window offset 0) and h (offset 1) through kernel taps _TAPS[i][offset]; -1 is no tap.
-_TAPS = np.array([[0, 2], [-1, 1]])
-
-
-def _transposed_as_subpixel(kernel: jax.Array) -> jax.Array:
-    """A stride-2 ``"SAME"`` 3x3 transposed convolution's kernel as the equivalent 2x2 convolution's kernel.
-
-    ``conv_transpose(x, kernel) == depth_to_space(_conv(x, k2, padding=((1, 0), (1, 0))))``: the 2x2
-    convolution over rows ``{h - 1, h}`` and columns ``{w - 1, w}`` gives all four output phases ``(i, j)``
-    as ``4 * Cout`` channels ordered ``(i, j, c)``; per input-output channel pair, 7 of its 16 weights
-    (window offset, phase) are zero, the 9 others are the 3x3 kernel's.
-
-    Shapes: ``(3, 3, Cin, Cout) -> (2, 2, Cin, 4 * Cout)``.
-    """
-    cin, cout = kernel.shape[2:]
-    padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # tap -1 reads the added zero row/column
-    k = padded[_TAPS.T[:, None, :, None], _TAPS.T[None, :, None, :]]  # (offset_y, offset_x, i, j, Cin, Cout)
-    return k.transpose(0, 1, 4, 2, 3, 5).reshape(2, 2, cin, 4 * cout)
-
-
-_UP_WINDOW = ((1, 0), (1, 0))  # the 2x2 window {h - 1, h} x {w - 1, w} of an upsampling step
+def _check_obs_logvar(obs_logvar):
+    if obs_logvar is None:
+        return "per_pixel"
+    if isinstance(obs_logvar, str):
+        _checks.choice("obs_logvar", obs_logvar, OBS_LOGVAR)
+        return obs_logvar
+    return _checks.real("obs_logvar", obs_logvar)
 
 
 class ConvEncoder(nnx.Module):
@@ -221,7 +173,7 @@ class ConvEncoder(nnx.Module):
 
     Stride-2 3x3 ``"SAME"`` convolutions (28 -> 14 -> 7 with the default two) with ReLU, a dense layer with
     ReLU, then mean and logvar. The defaults are the keras-io VAE's architecture (channels 32 and 64,
-    dense 16). Each convolution is ``self.convs[i]``'s, computed as a matrix product (see ``_conv``).
+    dense 16).
 
     Shapes: ``x (N, 784) -> mean, logvar (N, latent_dim)``.
     """
@@ -258,7 +210,7 @@ class ConvEncoder(nnx.Module):
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = x.reshape(x.shape[0], *self.image_shape)  # (N, 784) -> (N, 28, 28, 1)
         for conv in self.convs:
-            h = jax.nn.relu(_conv(h, conv.kernel[...], conv.bias[...], stride=2))  # relu(conv(h)): H/2, W/2
+            h = jax.nn.relu(_cpu_conv.apply(conv, h))  # conv(h), as matrix products on the CPU: H/2, W/2
         h = jax.nn.relu(self.dense(h.reshape(h.shape[0], -1)))  # (N, 7 * 7 * C) -> (N, hidden)
         return self.mean(h), self.logvar(h)
 
@@ -274,11 +226,9 @@ class ConvDecoder(nnx.Module):
 
     - ``"depth_to_space"`` (default): a 2x2 convolution over input rows ``{h - 1, h}`` and columns
       ``{w - 1, w}`` to ``4 * c`` channels, then depth-to-space (sub-pixel convolution). It contains every
-      3x3 stride-2 transposed convolution as a special case (``_transposed_as_subpixel``: 7 of the 16
-      weights per channel pair fixed at zero), has 16/9 of its parameters, and costs the same to run.
-    - ``"transpose"``: ``nnx.ConvTranspose`` with a 3x3 kernel and stride 2, as in the keras-io example;
-      computed in the sub-pixel form above (same function, same parameters), which XLA:CPU
-      differentiates tens of times faster than the transposed convolution itself.
+      3x3 stride-2 transposed convolution as a special case (7 of the 16 weights per channel pair fixed
+      at zero), has 16/9 of its parameters, and costs the same to run.
+    - ``"transpose"``: ``nnx.ConvTranspose`` with a 3x3 kernel and stride 2, as in the keras-io example.
 
     Shapes: ``z (N, latent_dim) -> logits (N, 784)``.
     """
@@ -313,29 +263,27 @@ class ConvDecoder(nnx.Module):
             if upsample == "transpose":
                 ups.append(nnx.ConvTranspose(a, b, (3, 3), strides=2, padding="SAME", rngs=rngs))
             else:
-                ups.append(nnx.Conv(a, 4 * b, (2, 2), padding=_UP_WINDOW, rngs=rngs))
+                ups.append(nnx.Conv(a, 4 * b, (2, 2), padding=((1, 0), (1, 0)), rngs=rngs))  # rows h-1, h
         self.ups = nnx.List(ups)
         self.out = nnx.Conv(channels[-1], c, (3, 3), padding="SAME", rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
         h = jax.nn.relu(self.dense(z)).reshape(z.shape[0], *self.start)  # (N, Z) -> (N, 7, 7, C0)
-        for up in self.ups:  # each equals up(h), then depth-to-space for "depth_to_space"
-            if self.upsample == "transpose":  # the same bias for the four output phases
-                kernel, bias = _transposed_as_subpixel(up.kernel[...]), jnp.tile(up.bias[...], 4)
-            else:
-                kernel, bias = up.kernel[...], up.bias[...]
-            h = depth_to_space(_conv(h, kernel, bias, padding=_UP_WINDOW))
-            h = jax.nn.relu(h)  # (N, H, W, C) -> (N, 2H, 2W, C')
-        k, b = self.out.kernel[...], self.out.bias[...]
-        logits = _conv_few_outputs(h, k) + b[None, None, None] if k.shape[3] < k.shape[2] else _conv(h, k, b)
-        return logits.reshape(z.shape[0], -1)  # (N, 28, 28, 1) -> (N, 784)
+        for up in self.ups:  # up(h), as matrix products on the CPU
+            h = _cpu_conv.apply(up, h)  # (N, H, W, C) -> (N, 2H, 2W, C'), or (N, H, W, 4C') to rearrange
+            if self.upsample == "depth_to_space":
+                h = depth_to_space(h)  # (N, H, W, 4C') -> (N, 2H, 2W, C')
+            h = jax.nn.relu(h)
+        logits = _cpu_conv.apply(self.out, h)  # (N, 28, 28, C') -> (N, 28, 28, 1)
+        return logits.reshape(z.shape[0], -1)  # (N, 784)
 
 
 class VAE(nnx.Module):
     """An encoder and a decoder with a standard-normal prior ``p(z) = N(0, I)``.
 
-    ``encode(x) -> (mean, logvar)``, ``decode(z) -> likelihood parameters``, ``likelihood`` names the
-    decoder's likelihood; ``mean_of(output)`` turns decoder output into ``E[x|z]``.
+    ``encode(x) -> (mean, logvar)``, ``decode(z) -> likelihood parameters``; ``likelihood`` names the
+    decoder's likelihood (``vae_lib.likelihoods``) and ``mean_of(output)`` turns decoder output into
+    ``E[x|z]``. A conditional model (``num_classes > 0``) takes one-hot labels ``y (N, C)`` in every method.
     """
 
     def __init__(self, encoder: nnx.Module, decoder: nnx.Module):
@@ -349,6 +297,9 @@ class VAE(nnx.Module):
                 "decoder must be an nnx.Module with attributes likelihood and latent_dim (e.g. MLPDecoder), "
                 f"got {type(decoder).__name__}"
             )
+        classes = getattr(encoder, "num_classes", 0), getattr(decoder, "num_classes", 0)
+        if classes[0] != classes[1]:
+            raise ValueError(f"encoder and decoder must take the same num_classes, got {classes}")
         self.encoder = encoder
         self.decoder = decoder
 
@@ -361,6 +312,11 @@ class VAE(nnx.Module):
         return self.decoder.latent_dim
 
     @property
+    def num_classes(self) -> int:
+        """``C``, the length of the one-hot conditioning ``y`` (0: not a conditional model)."""
+        return int(getattr(self.decoder, "num_classes", 0))
+
+    @property
     def data_dim(self) -> int | None:
         """``D``, the length of a data vector the encoder takes (``None`` if the encoder does not say)."""
         if hasattr(self.encoder, "in_features"):
@@ -370,36 +326,59 @@ class VAE(nnx.Module):
             return h * w * c
         return None
 
-    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``x (N, D) -> mean, logvar (N, Z)``."""
+    def _labels(self, y: jax.Array | None, rows: jax.Array) -> tuple[jax.Array, ...]:
+        """``()`` for an unconditional model, ``(y,)`` for a conditional one (static checks only)."""
+        if self.num_classes == 0:
+            if y is not None:
+                raise ValueError("y was given but this model is not conditional (num_classes=0)")
+            return ()
+        if y is None:
+            raise ValueError(
+                f"this model is conditional: pass y, one-hot labels of shape (N, {self.num_classes})"
+            )
+        y = _checks.array("y", y, min_ndim=1)
+        if y.shape != (*rows.shape[:-1], self.num_classes):
+            raise ValueError(
+                f"y must have shape {(*rows.shape[:-1], self.num_classes)}, got {tuple(y.shape)}"
+            )
+        return (y,)
+
+    def encode(self, x: jax.Array, y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """``x (N, D)`` (and ``y (N, C)``) ``-> mean, logvar (N, Z)``."""
         # only the last axis is checked: the MLP models also take (D,) or (K, N, D), e.g. under jax.vmap
-        x = _checks.array("x", x, min_ndim=1, finite=False)
+        x = _checks.array("x", x, min_ndim=1)
         d = self.data_dim
         if d is not None and x.shape[-1] != d:
             raise ValueError(f"x must have shape (N, {d}) for this model, got {tuple(x.shape)}")
-        return self.encoder(x)
+        return self.encoder(x, *self._labels(y, x))
 
-    def decode(self, z: jax.Array) -> Any:
-        """``z (N, Z) ->`` logits ``(N, D)`` or ``(mean, logvar)``."""
-        z = _checks.array("z", z, min_ndim=1, finite=False)
+    def decode(self, z: jax.Array, y: jax.Array | None = None) -> Any:
+        """``z (N, Z)`` (and ``y (N, C)``) ``->`` logits ``(N, D)`` or ``(mean, logvar)``."""
+        z = _checks.array("z", z, min_ndim=1)
         if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape (N, {self.latent_dim}) for this model, got {tuple(z.shape)}")
-        return self.decoder(z)
+        return self.decoder(z, *self._labels(y, z))
 
     def mean_of(self, output: Any) -> jax.Array:
         """``E[x|z]`` from decoder output: ``sigmoid(logits)`` or the Gaussian mean."""
-        return jax.nn.sigmoid(output) if self.likelihood == "bernoulli" else output[0]
+        return LIKELIHOODS[self.likelihood].mean(output)
 
-    def reconstruct(self, x: jax.Array) -> jax.Array:
+    def reconstruct(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
         """Decoder mean at the posterior mean: ``E[x | z = mean(x)]``, shape ``(N, D)``."""
-        return self.mean_of(self.decode(self.encode(x)[0]))
+        return self.mean_of(self.decode(self.encode(x, y)[0], y))
 
-    def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
-        """``E[x|z]`` for ``z ~ p(z)``: shape ``(num_samples, D)`` (means, not noisy draws)."""
+    def sample(self, key: jax.Array, num_samples: int, y: jax.Array | None = None) -> jax.Array:
+        """``E[x|z]`` for ``z ~ p(z)``: shape ``(num_samples, D)`` (means, not noisy draws).
+
+        For a conditional model, ``y`` gives each sample's class: integer labels ``(num_samples,)`` or
+        one-hot rows ``(num_samples, C)``; e.g. ``model.sample(key, 10, y=jnp.arange(10))``.
+        """
         key = _checks.key("key", key)
         num_samples = _checks.positive_int("num_samples", num_samples)
+        if y is not None and self.num_classes:
+            y = _checks.labels("y", y, num_classes=self.num_classes, num_rows=num_samples)
         z = jax.random.normal(key, (num_samples, self.latent_dim))
-        return self.mean_of(self.decode(z))
+        return self.mean_of(self.decode(z, y))
 
 
 def mlp_vae(
@@ -408,27 +387,29 @@ def mlp_vae(
     *,
     hidden: Sequence[int] = (500,),
     likelihood: str = "bernoulli",
-    obs_logvar: float | None = None,
+    obs_logvar: float | str | None = None,
     activation: Activation = jax.nn.relu,
+    num_classes: int = 0,
     rngs: nnx.Rngs,
 ) -> VAE:
-    """An MLP VAE ``data_dim - hidden - latent_dim`` with a mirrored decoder."""
+    """An MLP VAE ``data_dim - hidden - latent_dim`` with a mirrored decoder.
+
+    ``hidden=()`` gives the linear VAE (affine encoder and decoder); with ``likelihood="gaussian"`` and
+    ``obs_logvar="shared"`` its maximum-likelihood solution is probabilistic PCA. ``num_classes = C > 0``
+    gives a conditional VAE whose encoder and decoder both take one-hot labels ``y (N, C)``. See
+    ``MLPEncoder`` and ``MLPDecoder`` for the arguments.
+    """
     # everything is checked before any layer is built (MLPEncoder and MLPDecoder check again)
     data_dim = _checks.positive_int("data_dim", data_dim)
     _checks.positive_int("latent_dim", latent_dim)
     hidden = _checks.int_sequence("hidden", hidden)
-    _checks.choice("likelihood", likelihood, LIKELIHOODS)
-    if obs_logvar is not None:
-        _checks.real("obs_logvar", obs_logvar)
-    enc = MLPEncoder(data_dim, latent_dim, hidden=hidden, activation=activation, rngs=rngs)
+    _checks.choice("likelihood", likelihood, tuple(LIKELIHOODS))
+    _check_obs_logvar(obs_logvar)
+    num_classes = _checks.positive_int("num_classes", num_classes, minimum=0)
+    kw = dict(activation=activation, num_classes=num_classes, rngs=rngs)
+    enc = MLPEncoder(data_dim, latent_dim, hidden=hidden, **kw)
     dec = MLPDecoder(
-        latent_dim,
-        data_dim,
-        hidden=hidden[::-1],
-        likelihood=likelihood,
-        obs_logvar=obs_logvar,
-        activation=activation,
-        rngs=rngs,
+        latent_dim, data_dim, hidden=hidden[::-1], likelihood=likelihood, obs_logvar=obs_logvar, **kw
     )
     return VAE(enc, dec)
 

@@ -3,8 +3,13 @@
 The encoder and decoder come in as plain callables, so the same functions serve every model:
 
 - ``encode(x) -> (mean, logvar)`` with ``x`` of shape ``(B, D)`` and outputs of shape ``(B, Z)``;
-- ``decode(z) -> output`` with ``z`` of shape ``(N, Z)``. For ``likelihood="bernoulli"`` the output is the
-  logits, shape ``(N, D)``; for ``likelihood="gaussian"`` it is a pair ``(mean, logvar)`` of shape ``(N, D)``.
+- ``decode(z) -> output`` with ``z`` of shape ``(N, Z)``: the parameters of ``p(x|z)`` for the likelihood
+  named by ``likelihood`` (``vae_lib.likelihoods``): logits ``(N, D)`` for ``"bernoulli"``, a pair
+  ``(mean, logvar)`` of shape ``(N, D)`` each for ``"gaussian"``.
+
+Conditional models (a conditional VAE, Sohn et al. 2015) take a conditioning input ``y`` of shape
+``(B, C)`` (one-hot labels): given ``y=...``, the functions call ``encode(x, y)`` and ``decode(z, y)``
+instead, and the prior stays ``p(z) = N(0, I)``.
 
 Reduction: log-likelihoods and KL terms are summed over data and latent dimensions (a log-density of one
 example, in nats); ``elbo`` then averages over the batch, ``iwae_bound`` and ``elbo_per_example`` do not.
@@ -20,25 +25,33 @@ import jax
 import jax.numpy as jnp
 
 from vae_lib import _checks
-from vae_lib.distributions import (
-    bernoulli_log_prob,
-    gaussian_log_prob,
-    kl_standard_normal,
-    standard_normal_log_prob,
-)
+from vae_lib.distributions import gaussian_log_prob, kl_standard_normal, standard_normal_log_prob
+from vae_lib.likelihoods import LIKELIHOODS, log_likelihood
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+__all__ = [
+    "LIKELIHOODS",  # kept here for code written before vae_lib.likelihoods existed
+    "ElboTerms",
+    "decode_samples",
+    "elbo",
+    "elbo_per_example",
+    "iwae_bound",
+    "log_importance_weights",
+    "log_likelihood",
+    "log_mean_exp",
+    "reparameterize",
+]
 
-Encoder = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
-Decoder = Callable[[jax.Array], Any]
+Encoder = Callable[..., tuple[jax.Array, jax.Array]]
+Decoder = Callable[..., Any]
 
 
 class ElboTerms(NamedTuple):
     """Batch means of the ELBO and its parts (nats per example).
 
     Attributes:
-      objective: ``reconstruction - beta * kl``, what training maximizes (equals ``elbo`` when beta = 1).
-      elbo: ``reconstruction - kl``, the evidence lower bound itself, whatever beta is.
+      objective: what training maximizes: ``reconstruction - beta * kl`` (equals ``elbo`` when beta = 1
+        and there are no free bits), or ``reconstruction - beta * sum_j max(free_bits, kl_j)``.
+      elbo: ``reconstruction - kl``, the evidence lower bound itself, whatever beta and the free bits are.
       reconstruction: Monte Carlo estimate of ``E_q[log p(x|z)]``.
       kl: ``KL(q(z|x) || p(z))``, analytic or Monte Carlo.
     """
@@ -76,42 +89,67 @@ def reparameterize(
     return jnp.broadcast_to(mean, shape) + jnp.exp(0.5 * jnp.broadcast_to(logvar, shape)) * eps
 
 
-def log_likelihood(x: jax.Array, output: Any, likelihood: str = "bernoulli") -> jax.Array:
-    """``log p(x|z)`` from a decoder's output, summed over the data dimensions.
+def decode_samples(decode: Decoder, z: jax.Array, y: jax.Array | None = None) -> Any:
+    """Decode ``K`` latents per example in one call of ``decode``.
 
     Args:
-      x: data, shape ``(B, D)``.
-      output: the decoder's output for ``B`` latents (or ``(K, B, ...)`` for ``K`` latents per example):
-        logits for ``"bernoulli"``, a pair ``(mean, logvar)`` for ``"gaussian"``.
-      likelihood: ``"bernoulli"`` or ``"gaussian"``.
+      decode: ``decode(z)`` (or ``decode(z, y)``) on a batch of latents ``(N, Z)``.
+      z: latents of shape ``(K, B, Z)``.
+      y: optional conditioning ``(B, C)``, repeated for each of the ``K`` samples.
 
     Returns:
-      Log-likelihoods of shape ``(B,)`` (or ``(K, B)``).
+      The decoder's output with leading axes ``(K, B)``: e.g. logits ``(K, B, D)``.
     """
-    _checks.choice("likelihood", likelihood, LIKELIHOODS)
-    if likelihood == "bernoulli":
-        if isinstance(output, tuple):
-            raise TypeError("a Bernoulli decoder must return logits (one array), got a tuple")
-        return bernoulli_log_prob(x, output)
-    if not (isinstance(output, tuple) and len(output) == 2):
-        raise TypeError("a Gaussian decoder must return a pair (mean, logvar)")
-    mean, logvar = output
-    return gaussian_log_prob(x, mean, logvar)
-
-
-def _decode_samples(decode: Decoder, z: jax.Array) -> Any:
-    """Decode ``z`` of shape ``(K, B, Z)`` by flattening to ``(K * B, Z)``."""
     k, b, _ = z.shape
-    out = decode(z.reshape(k * b, -1))
-    return jax.tree.map(lambda a: a.reshape(k, b, *a.shape[1:]), out)
+    z_flat = z.reshape(k * b, -1)  # (K, B, Z) -> (K * B, Z)
+    if y is None:
+        out = decode(z_flat)
+    else:
+        out = decode(z_flat, jnp.broadcast_to(y[None], (k, *y.shape)).reshape(k * b, -1))
+    return jax.tree.map(lambda a: a.reshape(k, b, *a.shape[1:]), out)  # (K * B, ...) -> (K, B, ...)
 
 
-def _check_inputs(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> None:
+def log_mean_exp(a: jax.Array, axis: int = 0) -> jax.Array:
+    """``log mean_k exp(a_k)`` along ``axis``, computed stably with ``logsumexp``."""
+    return jax.nn.logsumexp(a, axis=axis) - math.log(a.shape[axis])
+
+
+def _encode(x: jax.Array, encode: Encoder, y: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """Check the arguments every objective shares and run the encoder: ``(B, D) -> (B, Z), (B, Z)``."""
+    _checks.function("encode", encode)
+    if y is not None:
+        y = _checks.array("y", y, ndim=2)
+        _checks.same_batch(("x", "y"), x, y)
+    mean, logvar = encode(x) if y is None else encode(x, y)
     if mean.ndim != 2 or logvar.shape != mean.shape:
         raise ValueError(
             f"encode(x) must return (mean, logvar) of shape (B, Z), got {mean.shape} and {logvar.shape}"
         )
     _checks.same_batch(("x", "encode(x)"), x, mean)
+    return mean, logvar
+
+
+def _kl_per_dimension(mean: jax.Array, logvar: jax.Array, z: jax.Array | None) -> jax.Array:
+    """``KL(q(z_j|x) || p(z_j))`` for each latent dimension ``j``, shape ``(B, Z)``: analytic, or the Monte
+    Carlo estimate ``mean_s[log q(z_sj|x) - log p(z_sj)]`` from samples ``z`` of shape ``(K, B, Z)``."""
+    m, lv = mean[..., None], logvar[..., None]  # each dimension its own one-dimensional event
+    if z is None:
+        return kl_standard_normal(m, lv)
+    zj = z[..., None]  # (K, B, Z, 1)
+    return (gaussian_log_prob(zj, m[None], lv[None]) - standard_normal_log_prob(zj)).mean(axis=0)
+
+
+def _elbo_parts(key, x, encode, decode, *, likelihood, analytic_kl, num_samples, y):
+    """``(reconstruction (B,), kl per latent dimension (B, Z))``, the ELBO's terms for each example."""
+    x = _checks.array("x", x, ndim=2)
+    _checks.function("decode", decode)
+    _checks.choice("likelihood", likelihood, tuple(LIKELIHOODS))
+    _checks.boolean("analytic_kl", analytic_kl)
+    num_samples = _checks.positive_int("num_samples", num_samples)
+    mean, logvar = _encode(x, encode, y)  # (B, D) -> (B, Z), (B, Z)
+    z = reparameterize(key, mean, logvar, num_samples)  # (K, B, Z)
+    rec = log_likelihood(x[None], decode_samples(decode, z, y), likelihood).mean(axis=0)  # (K, B) -> (B,)
+    return rec, _kl_per_dimension(mean, logvar, None if analytic_kl else z)
 
 
 def elbo_per_example(
@@ -123,6 +161,7 @@ def elbo_per_example(
     likelihood: str = "bernoulli",
     analytic_kl: bool = True,
     num_samples: int = 1,
+    y: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The ELBO's two terms for each example.
 
@@ -134,29 +173,18 @@ def elbo_per_example(
       key: PRNG key.
       x: data, shape ``(B, D)``.
       encode, decode: see the module docstring.
-      likelihood: ``"bernoulli"`` or ``"gaussian"``.
+      likelihood: a name in ``vae_lib.likelihoods.LIKELIHOODS``.
       analytic_kl: closed-form KL (lower variance) or its Monte Carlo estimate.
       num_samples: samples of ``z`` per example.
+      y: optional conditioning, shape ``(B, C)``.
 
     Returns:
       ``(reconstruction, kl)``, each of shape ``(B,)``; the ELBO is their difference.
     """
-    x = _checks.array("x", x, ndim=2)
-    _checks.function("encode", encode)
-    _checks.function("decode", decode)
-    _checks.choice("likelihood", likelihood, LIKELIHOODS)
-    _checks.boolean("analytic_kl", analytic_kl)
-    num_samples = _checks.positive_int("num_samples", num_samples)
-    mean, logvar = encode(x)  # (B, D) -> (B, Z), (B, Z)
-    _check_inputs(x, mean, logvar)
-    z = reparameterize(key, mean, logvar, num_samples)  # (K, B, Z)
-    rec = log_likelihood(x[None], _decode_samples(decode, z), likelihood).mean(axis=0)  # (B,)
-    if analytic_kl:
-        kl = kl_standard_normal(mean, logvar)
-    else:
-        log_q = gaussian_log_prob(z, mean[None], logvar[None])  # (K, B)
-        kl = (log_q - standard_normal_log_prob(z)).mean(axis=0)
-    return rec, kl
+    rec, kl = _elbo_parts(
+        key, x, encode, decode, likelihood=likelihood, analytic_kl=analytic_kl, num_samples=num_samples, y=y
+    )
+    return rec, kl.sum(axis=-1)
 
 
 def elbo(
@@ -166,33 +194,84 @@ def elbo(
     decode: Decoder,
     *,
     likelihood: str = "bernoulli",
-    beta: float = 1.0,
+    beta: float | jax.Array = 1.0,
     analytic_kl: bool = True,
     num_samples: int = 1,
+    free_bits: float | jax.Array | None = None,
+    y: jax.Array | None = None,
 ) -> ElboTerms:
-    """The (beta-weighted) ELBO, averaged over the batch.
+    """The (beta-weighted) ELBO, averaged over the batch, optionally with free bits.
 
-    ``objective = mean_b [E_q log p(x_b|z) - beta * KL(q(z|x_b) || p(z))]``; see ``elbo_per_example``.
-    Sums over data and latent dimensions, mean over the batch. Training minimizes ``-objective``.
+    ``objective = mean_b E_q log p(x_b|z) - beta * mean_b KL(q(z|x_b) || p(z))``; see ``elbo_per_example``.
+    With ``free_bits = lam`` (Kingma et al., 2016), the KL term of the objective is
+    ``sum_j max(lam, mean_b KL_j)`` instead, ``KL_j`` the KL of latent dimension ``j``: a dimension whose
+    batch-mean KL is below ``lam`` nats is not pushed further towards the prior. The ``elbo``,
+    ``reconstruction`` and ``kl`` returned stay the true ones. Sums over data and latent dimensions, mean
+    over the batch. Training minimizes ``-objective``.
 
     Args:
       key: PRNG key.
       x: data, shape ``(B, D)``.
       encode, decode: see the module docstring.
-      likelihood: ``"bernoulli"`` or ``"gaussian"``.
-      beta: weight of the KL term (beta-VAE), >= 0. ``elbo`` in the result is always the true ELBO.
+      likelihood: a name in ``vae_lib.likelihoods.LIKELIHOODS``.
+      beta: weight of the KL term (beta-VAE), >= 0; a Python float or a scalar array (e.g. the value of a
+        schedule inside a compiled training step).
       analytic_kl: closed-form KL or its Monte Carlo estimate.
       num_samples: samples of ``z`` per example.
+      free_bits: ``lam >= 0``, nats per latent dimension, or ``None`` for none.
+      y: optional conditioning, shape ``(B, C)``.
 
     Returns:
       ``ElboTerms(objective, elbo, reconstruction, kl)``, scalars.
     """
-    beta = _checks.real("beta", beta, minimum=0.0)
-    rec, kl = elbo_per_example(
-        key, x, encode, decode, likelihood=likelihood, analytic_kl=analytic_kl, num_samples=num_samples
+    beta = _checks.real_or_scalar_array("beta", beta, minimum=0.0)
+    if free_bits is not None:
+        free_bits = _checks.real_or_scalar_array("free_bits", free_bits, minimum=0.0)
+    rec, kl_dims = _elbo_parts(
+        key, x, encode, decode, likelihood=likelihood, analytic_kl=analytic_kl, num_samples=num_samples, y=y
     )
-    rec, kl = rec.mean(), kl.mean()
-    return ElboTerms(objective=rec - beta * kl, elbo=rec - kl, reconstruction=rec, kl=kl)
+    rec, kl = rec.mean(), kl_dims.sum(axis=-1).mean()  # (B,) -> (), (B, Z) -> ()
+    penalty = kl if free_bits is None else jnp.maximum(free_bits, kl_dims.mean(axis=0)).sum()
+    return ElboTerms(objective=rec - beta * penalty, elbo=rec - kl, reconstruction=rec, kl=kl)
+
+
+def log_importance_weights(
+    key: jax.Array,
+    x: jax.Array,
+    encode: Encoder,
+    decode: Decoder,
+    *,
+    num_samples: int,
+    likelihood: str = "bernoulli",
+    y: jax.Array | None = None,
+) -> jax.Array:
+    """Log importance weights ``log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x)``, ``z_s ~ q(z|x)``.
+
+    ``mean_s w_s`` is an unbiased estimate of ``p(x)``; ``mean_s log w_s`` of the ELBO. The one place the
+    weights are computed: ``iwae_bound``, IWAE training in ``fit`` and ``importance_log_likelihood`` use it.
+
+    Args:
+      key: PRNG key.
+      x: data, shape ``(B, D)``.
+      encode, decode: see the module docstring.
+      num_samples: ``K >= 1`` samples per example.
+      likelihood: a name in ``vae_lib.likelihoods.LIKELIHOODS``.
+      y: optional conditioning, shape ``(B, C)``.
+
+    Returns:
+      Log weights of shape ``(K, B)``.
+    """
+    x = _checks.array("x", x, ndim=2)
+    _checks.function("decode", decode)
+    _checks.choice("likelihood", likelihood, tuple(LIKELIHOODS))
+    k = _checks.positive_int("num_samples", num_samples)
+    mean, logvar = _encode(x, encode, y)  # (B, Z) each
+    z = reparameterize(key, mean, logvar, k)  # (K, B, Z)
+    return (
+        log_likelihood(x[None], decode_samples(decode, z, y), likelihood)
+        + standard_normal_log_prob(z)
+        - gaussian_log_prob(z, mean[None], logvar[None])
+    )  # (K, B)
 
 
 def iwae_bound(
@@ -203,33 +282,25 @@ def iwae_bound(
     *,
     num_samples: int,
     likelihood: str = "bernoulli",
+    y: jax.Array | None = None,
 ) -> jax.Array:
     """The importance-weighted bound ``IWAE_k`` (Burda et al., 2016) for each example.
 
-    ``IWAE_k(x) = log (1/k) sum_s p(x|z_s) p(z_s) / q(z_s|x)`` with ``z_s ~ q(z|x)``, computed with
-    ``logsumexp``. ``IWAE_1`` is the ELBO; ``E[IWAE_k]`` rises with ``k`` towards ``log p(x)``.
+    ``IWAE_k(x) = log (1/k) sum_s p(x|z_s) p(z_s) / q(z_s|x)`` with ``z_s ~ q(z|x)``: the log-mean-exp of
+    ``log_importance_weights``. ``IWAE_1`` is the ELBO; ``E[IWAE_k]`` rises with ``k`` towards ``log p(x)``.
 
     Args:
       key: PRNG key.
       x: data, shape ``(B, D)``.
       encode, decode: see the module docstring.
       num_samples: ``k >= 1``.
-      likelihood: ``"bernoulli"`` or ``"gaussian"``.
+      likelihood: a name in ``vae_lib.likelihoods.LIKELIHOODS``.
+      y: optional conditioning, shape ``(B, C)``.
 
     Returns:
       Bounds of shape ``(B,)`` (no batch reduction).
     """
-    x = _checks.array("x", x, ndim=2)
-    _checks.function("encode", encode)
-    _checks.function("decode", decode)
-    _checks.choice("likelihood", likelihood, LIKELIHOODS)
-    k = _checks.positive_int("num_samples", num_samples)
-    mean, logvar = encode(x)
-    _check_inputs(x, mean, logvar)
-    z = reparameterize(key, mean, logvar, k)  # (K, B, Z)
-    log_w = (
-        log_likelihood(x[None], _decode_samples(decode, z), likelihood)
-        + standard_normal_log_prob(z)
-        - gaussian_log_prob(z, mean[None], logvar[None])
-    )  # (K, B)
-    return jax.nn.logsumexp(log_w, axis=0) - math.log(k)
+    log_w = log_importance_weights(
+        key, x, encode, decode, num_samples=num_samples, likelihood=likelihood, y=y
+    )
+    return log_mean_exp(log_w, axis=0)  # (K, B) -> (B,)
