@@ -45,8 +45,8 @@ def add_chapter_links(app, pagename, templatename, context, doctree):
         if group.get("label") != "download-buttons":
             continue
         buttons = group.get("buttons", [])
-        for button in buttons:
-            if button.get("label") == "download-notebook-button":
+        for button in buttons:  # the page's source is the notebook: offer the published copy
+            if str(button.get("url", "")).endswith(".ipynb"):
                 button["url"] = ipynb
         buttons.insert(
             1,
