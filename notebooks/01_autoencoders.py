@@ -230,7 +230,7 @@ plt.show()
 
 # %%
 assert 0.98 < toy_explained < 0.999, toy_explained  # measured: 99.4%
-assert 0.005 < frac_off < 0.08, frac_off  # measured: 2.0%
+assert 0.005 < frac_off < 0.08, frac_off  # measured: 2.2%
 assert in_gap.sum() <= 10, in_gap.sum()  # measured: 1 of 2,000: the off-data stretch is a hole
 
 # %% [markdown]
@@ -343,11 +343,8 @@ decoded_box2 = np.asarray(ae2.decode(box2))  # (1000, 784)
 box2_labels = y_train[nearest(decoded_box2, x_train)[1]]
 box2_mix = np.bincount(box2_labels, minlength=10) / len(box2_labels)
 print(f"1-NN accuracy on the test digits: {knn_accuracy:.3f}")
-print("label mix of the decoded box samples (digits 0-9):", np.round(box2_mix, 2))
-print(
-    f"largest share {box2_mix.max():.0%} (digit {box2_mix.argmax()}); "
-    f"digits below 5%: {np.sum(box2_mix < 0.05)}"
-)
+print("label mix of the decoded box samples (digits 0-9):", np.round(box2_mix, 3))
+print(f"digits below 5%: {np.sum(box2_mix < 0.05)}; below 0.5%: {np.sum(box2_mix < 0.005)}")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
 latent_scatter(z_train2, y_train, ax=axes[0], s=2, title="Training codes (colours) and 40 box samples (x)")
@@ -362,7 +359,9 @@ plt.show()
 assert 0.92 < knn_accuracy < 0.96, knn_accuracy  # measured: 93.8%
 assert 0.4 < holes_box2 < 0.7, holes_box2  # measured: 56%
 assert 0.08 < holes_gauss2 < 0.35, holes_gauss2  # measured: 20%
-assert 0.2 < box2_mix.max() < 0.45 and np.sum(box2_mix < 0.05) >= 4, box2_mix  # measured: 30%; 6 digits
+top_two = np.sort(box2_mix)[-2:]
+assert np.all((0.2 < top_two) & (top_two < 0.4)), box2_mix  # measured: 29% and 30%
+assert np.sum(box2_mix < 0.05) >= 4 and np.sum(box2_mix < 0.005) >= 1, box2_mix  # measured: 6 and 2 digits
 
 # %% [markdown]
 # Two things to see.
@@ -374,8 +373,8 @@ assert 0.2 < box2_mix.max() < 0.45 and np.sum(box2_mix < 0.05) >= 4, box2_mix  #
 # - **No distribution.** With only two code dimensions the decoder is a smooth sheet of images and
 #   usually still draws *something* digit-like in the holes: it extrapolates the nearest cluster, so far
 #   from the codes it draws exaggerated versions of a few digits, with blurred blends in between. But the
-#   label mix is wrong: one digit (a 3) makes up ≈ 30% of the box samples and six digits less than 5% each
-#   (two of them none at all), while the data hold 10% of each. The area a class happens to occupy in code
+#   label mix is wrong: two digits, 1 and 3, make up ≈ 30% of the box samples each, and six digits less than
+#   5% each (two of them, 2 and 4, under 0.5%), while the data hold 10% of each. The area a class happens to occupy in code
 #   space is an accident of training, not a probability.
 #
 # ## 4. More code dimensions, deeper holes
