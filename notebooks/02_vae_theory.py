@@ -1348,7 +1348,7 @@ assert 10 < np.median(ratio_base) < 50 and ratio_base.min() > 2, ratio_base  # m
 # - The importance-weighted bound $\mathcal{L}_k$ (`vae_lib.iwae_bound`) rises from the ELBO ($k = 1$) towards
 #   $\log p_\theta(x)$, and reaches it as $k \to \infty$ when the importance weights are bounded.
 # - The reparameterization $z = \mu + \sigma \odot \varepsilon$ turns the gradient of an expectation into an
-#   expectation of gradients. Like the score-function estimator it is unbiased. Its variance was ≈ 12–14
+#   expectation of gradients. Like the score-function estimator it is unbiased. Its variance was ≈ 12
 #   times lower for $f = z^2$ and a median ≈ 9,000 times lower for a trained decoder network, but
 #   that is not a theorem (Exercise 4). The only noise in a VAE is this parameter-free $\varepsilon$.
 # - $\mathrm{KL}(\mathcal{N}(\mu, \operatorname{diag} \sigma^2) \,\|\, \mathcal{N}(0, I)) = \frac{1}{2} \sum_j
