@@ -84,6 +84,24 @@ def check_finite(name: str, x) -> None:
             raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s) of {a.size}")
 
 
+def event_arrays(*, equal_shapes: bool = False, **arrays) -> tuple[jax.Array, ...]:
+    """Static checks of a density's or divergence's arrays, given by name, the values first.
+
+    Every array must have a floating dtype; the first has rank >= 1 and its last axis is the event axis.
+    The others must be scalars or have that event axis exactly, and all must broadcast together; with
+    ``equal_shapes=True`` they must all have the first's shape. Returns them as JAX arrays, in order.
+    """
+    names = tuple(arrays)
+    checked = tuple(
+        array(name, a, min_ndim=1 if i == 0 else None) for i, (name, a) in enumerate(arrays.items())
+    )
+    if equal_shapes:
+        same_shape(names, *checked)
+    broadcastable(names, *checked)
+    same_event(names[0], checked[0], **dict(zip(names[1:], checked[1:], strict=True)))
+    return checked
+
+
 def same_event(x_name: str, x, **params) -> None:
     """Check that each parameter is a scalar or has ``x``'s event (last) axis exactly (no broadcasting of
     a size-1 event axis: a ``(N, 1)`` output against 784 pixels is a bug, not a broadcast)."""

@@ -45,11 +45,7 @@ def gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.A
     Returns:
       Log-densities of shape ``(...)`` (no reduction over leading axes).
     """
-    x = _checks.array("x", x, min_ndim=1)
-    mean = _checks.array("mean", mean)
-    logvar = _checks.array("logvar", logvar)
-    _checks.broadcastable(("x", "mean", "logvar"), x, mean, logvar)
-    _checks.same_event("x", x, mean=mean, logvar=logvar)
+    x, mean, logvar = _checks.event_arrays(x=x, mean=mean, logvar=logvar)
     return -0.5 * jnp.sum(_LOG_2PI + logvar + (x - mean) ** 2 * jnp.exp(-logvar), axis=-1)
 
 
@@ -64,7 +60,7 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
     Returns:
       Log-densities of shape ``(...)``.
     """
-    z = _checks.array("z", z, min_ndim=1)
+    (z,) = _checks.event_arrays(z=z)
     return -0.5 * jnp.sum(_LOG_2PI + z**2, axis=-1)
 
 
@@ -83,10 +79,7 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
     Returns:
       Log-likelihoods of shape ``(...)``.
     """
-    x = _checks.array("x", x, min_ndim=1)
-    logits = _checks.array("logits", logits)
-    _checks.broadcastable(("x", "logits"), x, logits)
-    _checks.same_event("x", x, logits=logits)
+    x, logits = _checks.event_arrays(x=x, logits=logits)
     # x * l - softplus(l) written as -(x softplus(-l) + (1 - x) softplus(l)): the same value (l = softplus(l)
     # - softplus(-l)), without the cancellation of x * l against softplus(l) when l >> 0 and x = 1.
     return -jnp.sum(x * jax.nn.softplus(-logits) + (1.0 - x) * jax.nn.softplus(logits), axis=-1)
@@ -104,9 +97,7 @@ def kl_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     Returns:
       KL divergences of shape ``(...)``, each >= 0.
     """
-    mean = _checks.array("mean", mean, min_ndim=1)
-    logvar = _checks.array("logvar", logvar, min_ndim=1)
-    _checks.same_shape(("mean", "logvar"), mean, logvar)
+    mean, logvar = _checks.event_arrays(mean=mean, logvar=logvar, equal_shapes=True)
     # expm1(lv) - lv == exp(lv) - 1 - lv, without the cancellation near lv = 0
     return 0.5 * jnp.sum(jnp.expm1(logvar) - logvar + mean**2, axis=-1)
 
@@ -123,12 +114,7 @@ def kl_gaussians(mean_q: jax.Array, logvar_q: jax.Array, mean_p: jax.Array, logv
     Returns:
       KL divergences of shape ``(...)``, summed over the last axis.
     """
-    mean_q = _checks.array("mean_q", mean_q, min_ndim=1)
-    logvar_q = _checks.array("logvar_q", logvar_q, min_ndim=1)
-    mean_p = _checks.array("mean_p", mean_p)
-    logvar_p = _checks.array("logvar_p", logvar_p)
-    _checks.same_shape(("mean_q", "logvar_q"), mean_q, logvar_q)
-    _checks.broadcastable(("mean_q", "mean_p", "logvar_p"), mean_q, mean_p, logvar_p)
-    _checks.same_event("mean_q", mean_q, mean_p=mean_p, logvar_p=logvar_p)
+    mean_q, logvar_q = _checks.event_arrays(mean_q=mean_q, logvar_q=logvar_q, equal_shapes=True)
+    mean_q, mean_p, logvar_p = _checks.event_arrays(mean_q=mean_q, mean_p=mean_p, logvar_p=logvar_p)
     r = logvar_q - logvar_p  # expm1(r) - r == exp(r) - 1 - r >= 0, accurate near r = 0
     return 0.5 * jnp.sum(jnp.expm1(r) - r + (mean_q - mean_p) ** 2 * jnp.exp(-logvar_p), axis=-1)

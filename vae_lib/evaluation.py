@@ -185,25 +185,30 @@ def latent_grid(latent_dim: int, num_points: int, bound: float) -> tuple[jax.Arr
     return jnp.stack([m.reshape(-1) for m in mesh], axis=-1), latent_dim * math.log(h)
 
 
-_PAIRWISE_ELEMENTS = 2**22  # (rows of x) x (grid points) x D computed at once by the generic form
-
-
 def _pairwise_log_likelihood(x: jax.Array, output, likelihood: str) -> jax.Array:
     """``log p(x_n | z_g)`` for every example ``n`` and latent ``g``, shape ``(N, G)``.
 
     ``output`` is the decoder's output for ``G`` latents (e.g. logits ``(G, D)``). The density is the
-    likelihood's own ``log_prob`` on ``(1, D)`` against ``(G, D)``, ``N`` rows at a time; for
-    ``"bernoulli"`` it is the same sum, ``-sum_d [x_d softplus(-l_d) + (1 - x_d) softplus(l_d)]``, written as
-    two matrix products of non-negative terms (no cancellation, so as accurate as ``bernoulli_log_prob``).
-    A Gaussian is never expanded as ``x^2 - 2 x mean + mean^2``, which loses every digit in float32 when
-    ``|x|`` and ``|mean|`` are large next to the standard deviation.
+    likelihood's own ``log_prob``, applied to one data dimension at a time (an ``(N, 1, 1)`` slice of ``x``
+    against a ``(1, G, 1)`` slice of the output) and summed over the ``D`` dimensions: exact for any
+    likelihood that factorizes over dimensions, with ``N x G`` numbers in memory. For ``"bernoulli"`` it is
+    the same sum, ``-sum_d [x_d softplus(-l_d) + (1 - x_d) softplus(l_d)]``, written as two matrix products
+    of non-negative terms (no cancellation, so as accurate as ``bernoulli_log_prob``). A Gaussian is never
+    expanded as ``x^2 - 2 x mean + mean^2``, which loses every digit in float32 when ``|x|`` and ``|mean|``
+    are large next to the standard deviation.
     """
     if likelihood == "bernoulli":
         return -(x @ jax.nn.softplus(-output).T + (1.0 - x) @ jax.nn.softplus(output).T)  # (N, D) @ (D, G)
     log_prob = LIKELIHOODS[likelihood].log_prob
-    g, d = jax.tree.leaves(output)[0].shape
-    rows = min(x.shape[0], max(1, _PAIRWISE_ELEMENTS // (g * d)))
-    return jax.lax.map(lambda xn: log_prob(xn[None], output), x, batch_size=rows)  # (D,) -> (G,), N times
+    g = jax.tree.leaves(output)[0].shape[0]
+
+    def add_dimension(total, d):  # + log p(x_nd | z_g) of data dimension d, (N, G)
+        x_d = jax.lax.dynamic_index_in_dim(x, d, axis=1)[:, None, :]  # (N, 1, 1)
+        out_d = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, d, axis=1)[None], output)  # (1, G, 1)
+        return total + log_prob(x_d, out_d), None
+
+    total, _ = jax.lax.scan(add_dimension, jnp.zeros((x.shape[0], g), x.dtype), jnp.arange(x.shape[1]))
+    return total
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "grid_chunk"))
