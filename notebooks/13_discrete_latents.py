@@ -299,6 +299,11 @@ assert 30.0 < rate_vae[0] < 45.0
 # discrete models get a budget that is at least as large, and any advantage of the continuous VAE below
 # is not a matter of more bits.
 #
+# Why these two shapes for the same 40 bits? Each method is used in its usual regime: the Gumbel-softmax
+# papers model MNIST with many categorical variables of few categories each, while a VQ-VAE shares one
+# codebook of hundreds of vectors between all its code positions, which is where codebook usage becomes
+# a problem worth studying (Sections 6–7).
+#
 # ## 4. A categorical VAE trained through the relaxation
 #
 # **The model.** The encoder maps a digit to $M \times K$ logits, $M = 20$ independent categorical
