@@ -118,3 +118,120 @@ def kl_gaussians(mean_q: jax.Array, logvar_q: jax.Array, mean_p: jax.Array, logv
     mean_q, mean_p, logvar_p = _checks.event_arrays(mean_q=mean_q, mean_p=mean_p, logvar_p=logvar_p)
     r = logvar_q - logvar_p  # expm1(r) - r == exp(r) - 1 - r >= 0, accurate near r = 0
     return 0.5 * jnp.sum(jnp.expm1(r) - r + (mean_q - mean_p) ** 2 * jnp.exp(-logvar_p), axis=-1)
+
+
+def continuous_bernoulli_log_norm(logits: jax.Array) -> jax.Array:
+    """Log of the continuous Bernoulli normalizer ``C(lambda)``, elementwise (no reduction).
+
+    ``C(lambda) = 2 atanh(1 - 2 lambda) / (1 - 2 lambda)`` (Loaiza-Ganem & Cunningham 2019),
+    ``C(1/2) = 2``. With ``lambda = sigmoid(l)``, ``1 - 2 lambda = -tanh(l / 2)``, so
+    ``C = l / tanh(l / 2) = 2 t / tanh(t)`` with ``t = |l| / 2``. Near ``t = 0`` (``t < 0.1``) the Taylor
+    series ``log(t / tanh t) = t^2/3 - 7 t^4/90`` replaces the 0/0 form; elsewhere
+    ``log tanh t = log1p(-e^{-2t}) - log1p(e^{-2t})`` stays accurate for large ``t``.
+    Both branches get a safe argument, so gradients are finite everywhere.
+
+    Args:
+      logits: logits ``l`` of ``lambda``, any shape.
+
+    Returns:
+      ``log C(sigmoid(l))``, the shape of ``logits``.
+    """
+    t = 0.5 * jnp.abs(logits)
+    small = t < 0.1
+    t_big = jnp.where(small, 1.0, t)
+    t_small = jnp.where(small, t, 0.0)
+    e = jnp.exp(-2.0 * t_big)
+    big = jnp.log(t_big) - (jnp.log1p(-e) - jnp.log1p(e))
+    taylor = t_small**2 / 3.0 - 7.0 * t_small**4 / 90.0
+    return math.log(2.0) + jnp.where(small, taylor, big)
+
+
+def continuous_bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
+    """Continuous Bernoulli log-density on [0, 1], summed over the last axis.
+
+    ``log p(x) = sum_d [x_d log lambda_d + (1 - x_d) log(1 - lambda_d) + log C(lambda_d)]``: the Bernoulli
+    cross-entropy (``bernoulli_log_prob``) plus the log-normalizer that makes it integrate to 1 over [0, 1].
+
+    Args:
+      x: values in [0, 1], shape ``(..., D)``.
+      logits: logits of ``lambda``, broadcastable to ``x`` (a scalar, or with ``x``'s last axis).
+
+    Returns:
+      Log-densities of shape ``(...)``.
+    """
+    x, logits = _checks.event_arrays(x=x, logits=logits)
+    shape = jnp.broadcast_shapes(x.shape, logits.shape)
+    log_norm = jnp.broadcast_to(continuous_bernoulli_log_norm(logits), shape)
+    return bernoulli_log_prob(x, logits) + jnp.sum(log_norm, axis=-1)
+
+
+def continuous_bernoulli_mean(logits: jax.Array) -> jax.Array:
+    """Mean of the continuous Bernoulli, elementwise.
+
+    ``E[x] = lambda / (2 lambda - 1) + 1 / (2 atanh(1 - 2 lambda))``.
+
+    In logits, ``1/2 + (coth(u) - 1/u) / 2`` with ``u = l / 2``; for ``|u| < 1/4`` the series
+    ``coth(u) - 1/u = u/3 - u^3/45 + 2 u^5/945`` replaces the cancelling difference (error below ``1e-8``).
+    """
+    u = 0.5 * logits
+    small = jnp.abs(u) < 0.25
+    safe = jnp.where(small, 1.0, u)
+    series = u / 3.0 - u**3 / 45.0 + 2.0 * u**5 / 945.0
+    return 0.5 + 0.5 * jnp.where(small, series, 1.0 / jnp.tanh(safe) - 1.0 / safe)
+
+
+def _log_sigmoid_difference(a: jax.Array, b: jax.Array) -> jax.Array:
+    # log(sigmoid(a) - sigmoid(b)) for a > b, exactly:
+    # sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - e^(b-a))
+    return jax.nn.log_sigmoid(a) + jax.nn.log_sigmoid(-b) + jnp.log(-jnp.expm1(b - a))
+
+
+def discretized_logistic_log_prob(
+    x: jax.Array, mean: jax.Array, logvar: jax.Array, *, num_bins: int = 256
+) -> jax.Array:
+    """Log-probability of 8-bit data under a discretized logistic (Salimans et al. 2017), summed over ``D``.
+
+    The data sit on the lattice ``x = k / (num_bins - 1)``, ``k = 0 .. num_bins - 1``; bin ``k`` gets the
+    logistic's mass over ``[x - h, x + h]`` with ``h = 1 / (2 (num_bins - 1))``, and the edge bins take the
+    tails (``k = 0``: ``(-inf, h]``; the last bin: ``[1 - h, inf)``), so the ``num_bins`` probabilities sum
+    to 1. The logistic has location ``mean`` and scale ``s = exp(logvar / 2)`` (``logvar = log s^2``, the
+    decoder's second output). Each bin's log-mass is computed without subtracting two CDFs:
+    ``sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - e^{b - a})``.
+
+    Args:
+      x: values on the lattice, shape ``(..., D)`` (off-lattice values are not caught here).
+      mean: locations, broadcastable to ``x``.
+      logvar: ``log s^2``, broadcastable to ``x``.
+      num_bins: the number of grey levels (256 for 8-bit data).
+
+    Returns:
+      Log-probabilities (nats) of shape ``(...)``.
+    """
+    x, mean, logvar = _checks.event_arrays(x=x, mean=mean, logvar=logvar)
+    half = 0.5 / (num_bins - 1)
+    inv_s = jnp.exp(-0.5 * logvar)
+    a = (x + half - mean) * inv_s  # upper edge, standardized
+    b = (x - half - mean) * inv_s  # lower edge
+    first = x < half  # k = 0: mass of (-inf, h]
+    last = x > 1.0 - half  # last bin: mass of [1 - h, inf)
+    mid = _log_sigmoid_difference(jnp.where(last, b + 1.0, a), jnp.where(first, a - 1.0, b))
+    log_p = jnp.where(first, jax.nn.log_sigmoid(a), jnp.where(last, jax.nn.log_sigmoid(-b), mid))
+    return jnp.sum(log_p, axis=-1)
+
+
+def discretized_logistic_mean(mean: jax.Array, logvar: jax.Array, *, num_bins: int = 256) -> jax.Array:
+    """Exact mean of the discretized logistic, elementwise: ``sum_{k >= 1} P(x >= k / (n - 1)) / (n - 1)``.
+
+    Args:
+      mean, logvar: the distribution's parameters (see ``discretized_logistic_log_prob``), same shape ``S``.
+      num_bins: the number of grey levels ``n``.
+
+    Returns:
+      Means in [0, 1], shape ``S`` (it costs ``n - 1`` sigmoids per element).
+    """
+    half = 0.5 / (num_bins - 1)
+    edges = jnp.arange(1, num_bins) / (num_bins - 1) - half  # (n - 1,) lower edges of bins 1 .. n - 1
+    mean, logvar = jnp.asarray(mean)[..., None], jnp.asarray(logvar)[..., None]  # S -> S + (1,)
+    edges = edges.reshape((1,) * (mean.ndim - 1) + edges.shape)  # (1, ..., 1, n - 1): explicit rank
+    upper_tail = jax.nn.sigmoid((mean - edges) * jnp.exp(-0.5 * logvar))  # S + (n - 1,)
+    return jnp.sum(upper_tail, axis=-1) / (num_bins - 1)

@@ -5,6 +5,13 @@ A decoder outputs the parameters of ``p(x|z)`` for every data dimension; a likel
 
 - ``"bernoulli"``: the output is the logits, shape ``(..., D)``; binary data.
 - ``"gaussian"``: the output is a pair ``(mean, logvar)``, each ``(..., D)``; real data.
+- ``"continuous_bernoulli"``: the output is the logits; data in [0, 1] (Loaiza-Ganem & Cunningham 2019).
+- ``"discretized_logistic"``: the output is a pair ``(mean, logvar)`` (location, ``log s^2``); 8-bit data on
+  the lattice ``k / 255`` in [0, 1]; ``log_prob`` is a log-probability, not a density (Salimans et al. 2017).
+- ``"gaussian_calibrated"``: the output is the mean; one variance shared by every dimension, set to its
+  maximum-likelihood value, the mean squared error of the whole array it is given (the batch, and any
+  sample axes): the calibrated decoder of the sigma-VAE (Rybkin et al. 2021). Its ``log_prob`` therefore
+  couples the examples passed together (it is the only entry that does).
 
 Adding a likelihood (say a continuous Bernoulli or a discretized logistic) is one ``log_prob`` function
 and one entry here; the objectives, models, training and evaluation look it up by name.
@@ -16,9 +23,19 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from vae_lib import _checks
-from vae_lib.distributions import bernoulli_log_prob, gaussian_log_prob
+from vae_lib.distributions import (
+    bernoulli_log_prob,
+    continuous_bernoulli_log_prob,
+    continuous_bernoulli_mean,
+    discretized_logistic_log_prob,
+    discretized_logistic_mean,
+    gaussian_log_prob,
+)
+
+CALIBRATED_MIN_VARIANCE = 1e-6  # floor of the calibrated decoder's variance (sigma >= 1e-3)
 
 
 class Likelihood(NamedTuple):
@@ -45,9 +62,37 @@ def _gaussian_log_prob(x: jax.Array, output: tuple[jax.Array, jax.Array]) -> jax
     return gaussian_log_prob(x, mean, logvar)
 
 
+def _discretized_logistic_log_prob(x: jax.Array, output: tuple[jax.Array, jax.Array]) -> jax.Array:
+    mean, logvar = output
+    return discretized_logistic_log_prob(x, mean, logvar)
+
+
+def calibrated_logvar(x: jax.Array, mean: jax.Array) -> jax.Array:
+    """The sigma-VAE's shared log-variance ``log max(mean((x - mean)^2), 1e-6)`` over all elements (a scalar).
+
+    For a Gaussian with one variance for all ``N`` values, ``sigma^2 = mean squared error`` maximizes the
+    likelihood (Rybkin et al. 2021); the floor keeps a perfect reconstruction finite.
+    """
+    return jnp.log(jnp.maximum(jnp.mean((x - mean) ** 2), CALIBRATED_MIN_VARIANCE))
+
+
+def _calibrated_log_prob(x: jax.Array, mean: jax.Array) -> jax.Array:
+    return gaussian_log_prob(x, mean, calibrated_logvar(x, mean))
+
+
 LIKELIHOODS: dict[str, Likelihood] = {
     "bernoulli": Likelihood(bernoulli_log_prob, jax.nn.sigmoid, data="binary", pair=False),
     "gaussian": Likelihood(_gaussian_log_prob, lambda output: output[0], data="real", pair=True),
+    "continuous_bernoulli": Likelihood(
+        continuous_bernoulli_log_prob, continuous_bernoulli_mean, data="unit", pair=False
+    ),
+    "discretized_logistic": Likelihood(
+        _discretized_logistic_log_prob,
+        lambda output: discretized_logistic_mean(*output),
+        data="unit",
+        pair=True,
+    ),
+    "gaussian_calibrated": Likelihood(_calibrated_log_prob, lambda output: output, data="real", pair=False),
 }
 
 
