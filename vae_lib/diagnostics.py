@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -93,7 +94,7 @@ class ElboSurgery(NamedTuple):
     """``kl = mutual_information + marginal_kl`` (Hoffman & Johnson, 2016), nats; see ``elbo_surgery``.
 
     Attributes:
-      kl: ``E_x KL(q(z|x) || p(z))``, analytic.
+      kl: ``E_x KL(q(z|x) || p(z))``, analytic for ``N(0, I)``, else Monte Carlo.
       mutual_information: ``I(x; z)`` under ``q(x, z) = q(x) q(z|x)``, ``q(x)`` uniform on the data set.
       marginal_kl: ``KL(q(z) || p(z))``, ``q(z)`` the aggregate posterior.
       mutual_information_se, marginal_kl_se: their Monte Carlo standard errors.
@@ -108,6 +109,7 @@ class ElboSurgery(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames="num_samples")
 def _surgery_terms(key, mean, logvar, *, num_samples):
+    """``z (S, N, Z)``, ``log q(z_sn|x_n) (S, N)`` and ``log q(z_sn) (S, N)`` (the aggregate posterior)."""
     n, latent_dim = mean.shape
     z = reparameterize(key, mean, logvar, num_samples)  # (S, N, Z): z_sn ~ q(z | x_n)
 
@@ -117,10 +119,17 @@ def _surgery_terms(key, mean, logvar, *, num_samples):
     rows = max(1, min(num_samples * n, 2**22 // (n * latent_dim)))  # (rows, M, Z) at a time
     log_q_agg = jax.lax.map(log_aggregate, z.reshape(-1, latent_dim), batch_size=rows).reshape(z.shape[:2])
     log_q_cond = gaussian_log_prob(z, mean[None], logvar[None])  # (S, N)
-    return log_q_cond - log_q_agg, log_q_agg - standard_normal_log_prob(z)  # (S, N) each
+    return z, log_q_cond, log_q_agg
 
 
-def elbo_surgery(key: jax.Array, mean: jax.Array, logvar: jax.Array, *, num_samples: int = 1) -> ElboSurgery:
+def elbo_surgery(
+    key: jax.Array,
+    mean: jax.Array,
+    logvar: jax.Array,
+    *,
+    num_samples: int = 1,
+    log_prior: Callable[[jax.Array], jax.Array] | None = None,
+) -> ElboSurgery:
     """The two parts of the ELBO's KL term on a data set (Hoffman & Johnson, 2016, "ELBO surgery").
 
     ``E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z))``, with ``x`` uniform on the ``N`` examples and
@@ -131,10 +140,15 @@ def elbo_surgery(key: jax.Array, mean: jax.Array, logvar: jax.Array, *, num_samp
     terms. Both are exact for the data set's aggregate posterior up to Monte Carlo error; ``I <= log N``.
     Their sum estimates the analytic ``kl`` returned beside them.
 
+    ``p(z)`` is ``N(0, I)``, or ``log_prior`` for a learned prior (pass ``model.log_prior``); ``kl`` is then
+    the Monte Carlo estimate ``mean_{s,n}[log q(z_sn|x_n) - log p(z_sn)]`` on the same draws, which equals
+    the sum of the two parts term by term.
+
     Args:
       key: PRNG key.
       mean, logvar: posterior parameters of the data set, shape ``(N, Z)`` (``encode_dataset``).
       num_samples: draws of ``z`` per example.
+      log_prior: ``log p(z)``, ``(..., Z) -> (...)``, or ``None`` for ``N(0, I)``.
 
     Returns:
       ``ElboSurgery(kl, mutual_information, marginal_kl, mutual_information_se, marginal_kl_se)``.
@@ -142,9 +156,11 @@ def elbo_surgery(key: jax.Array, mean: jax.Array, logvar: jax.Array, *, num_samp
     key = _checks.key("key", key)
     mean, logvar = _posterior(mean, logvar)
     num_samples = _checks.positive_int("num_samples", num_samples)
-    info, marginal = _surgery_terms(key, mean, logvar, num_samples=num_samples)
+    z, log_q_cond, log_q_agg = _surgery_terms(key, mean, logvar, num_samples=num_samples)
+    log_p = standard_normal_log_prob(z) if log_prior is None else _checks.function("log_prior", log_prior)(z)
+    info, marginal = log_q_cond - log_q_agg, log_q_agg - log_p  # (S, N) each
     se = lambda a: jnp.std(a) / math.sqrt(a.size)  # noqa: E731
-    kl = kl_standard_normal(mean, logvar).mean()
+    kl = kl_standard_normal(mean, logvar).mean() if log_prior is None else (log_q_cond - log_p).mean()
     return ElboSurgery(kl, info.mean(), marginal.mean(), se(info), se(marginal))
 
 

@@ -47,6 +47,7 @@ def _elbo_chunks(graphdef, state, key, xs, ys, *, likelihood, num_samples, analy
             analytic_kl=analytic_kl,
             num_samples=num_samples,
             y=yb,
+            log_prior=model.log_prior,
         )
 
     rec, kl = jax.lax.map(one, (keys, xs, ys))  # (C, B) each
@@ -74,7 +75,7 @@ def evaluate_elbo(
       y: labels of a conditional model: integers ``(N,)`` or one-hot rows ``(N, C)``.
       batch_size: examples per chunk (memory only, not the result).
       num_samples: samples of ``z`` per example.
-      analytic_kl: closed-form KL or its Monte Carlo estimate.
+      analytic_kl: closed-form KL or its Monte Carlo estimate (always the estimate for a learned prior).
 
     Returns:
       ``ElboTerms`` of dataset means (``objective`` equals ``elbo``: beta = 1).
@@ -109,7 +110,14 @@ def _iwae_chunks(graphdef, state, key, xs, ys, *, likelihood, num_chunks, chunk)
 
         def per_samples(total, ks):  # log sum_s w_s over the chunks so far, (B,)
             log_w = log_importance_weights(
-                ks, xb, model.encode, model.decode, num_samples=chunk, likelihood=likelihood, y=yb
+                ks,
+                xb,
+                model.encode,
+                model.decode,
+                num_samples=chunk,
+                likelihood=likelihood,
+                y=yb,
+                log_prior=model.log_prior,
             )  # (S, B)
             return jnp.logaddexp(total, jax.nn.logsumexp(log_w, axis=0)), None
 
@@ -218,7 +226,8 @@ def _quadrature(graphdef, state, x, y_row, z, log_cell, *, likelihood, grid_chun
     def body(total, zg):  # zg: (G, Z), a chunk of the grid
         labels = () if y_row is None else (jnp.broadcast_to(y_row, (zg.shape[0], y_row.shape[0])),)
         terms = _pairwise_log_likelihood(x, model.decode(zg, *labels), likelihood)  # (N, G)
-        terms = terms + standard_normal_log_prob(zg)[None, :]  # log p(x_n | z_g) + log p(z_g)
+        log_prior = model.log_prior or standard_normal_log_prob  # the model's prior, N(0, I) by default
+        terms = terms + log_prior(zg)[None, :]  # log p(x_n | z_g) + log p(z_g)
         return jnp.logaddexp(total, jax.nn.logsumexp(terms, axis=-1)), None
 
     total, _ = jax.lax.scan(body, jnp.full((x.shape[0],), -jnp.inf), z.reshape(-1, grid_chunk, z.shape[-1]))
@@ -238,7 +247,8 @@ def quadrature_log_likelihood(
 
     ``p(x) = int p(x|z) p(z) dz ~= sum_g p(x|z_g) p(z_g) * cell``, over ``num_points`` points per axis on
     ``[-bound, bound]``. The truncation error is at most the prior mass outside the box (about 2e-9 per
-    axis for ``bound=6``) times ``max_z p(x|z)``; the grid error shrinks as ``num_points`` grows. No
+    axis for ``bound=6`` and ``N(0, I)``; a learned prior, ``model.prior``, must also lie inside the box)
+    times ``max_z p(x|z)``; the grid error shrinks as ``num_points`` grows. No
     encoder is used, so this is an independent check of the ELBO and of importance sampling. For a
     conditional model it is ``log p(x|y)``, one pass over the grid per distinct label.
 

@@ -279,14 +279,19 @@ class ConvDecoder(nnx.Module):
 
 
 class VAE(nnx.Module):
-    """An encoder and a decoder with a standard-normal prior ``p(z) = N(0, I)``.
+    """An encoder, a decoder and a prior ``p(z)``: the standard normal ``N(0, I)`` unless ``prior`` is given.
 
     ``encode(x) -> (mean, logvar)``, ``decode(z) -> likelihood parameters``; ``likelihood`` names the
     decoder's likelihood (``vae_lib.likelihoods``) and ``mean_of(output)`` turns decoder output into
     ``E[x|z]``. A conditional model (``num_classes > 0``) takes one-hot labels ``y (N, C)`` in every method.
+
+    ``prior``: ``None`` for ``N(0, I)``, or an ``nnx.Module`` with ``log_prob(z (..., Z)) -> (...)`` and
+    ``sample(key, n) -> (n, Z)`` (e.g. ``vae_lib.priors.MixturePrior``). Its parameters are part of the
+    model, so ``fit`` learns them with the encoder and decoder; the objectives then use the Monte Carlo KL
+    ``log q(z|x) - log p(z)`` (``log_prior``), since the closed form exists only for ``N(0, I)``.
     """
 
-    def __init__(self, encoder: nnx.Module, decoder: nnx.Module):
+    def __init__(self, encoder: nnx.Module, decoder: nnx.Module, prior: nnx.Module | None = None):
         if not isinstance(encoder, nnx.Module) or not callable(encoder):
             raise TypeError(
                 f"encoder must be an nnx.Module mapping x to (mean, logvar), got {type(encoder).__name__}"
@@ -300,12 +305,29 @@ class VAE(nnx.Module):
         classes = getattr(encoder, "num_classes", 0), getattr(decoder, "num_classes", 0)
         if classes[0] != classes[1]:
             raise ValueError(f"encoder and decoder must take the same num_classes, got {classes}")
+        methods = ("log_prob", "sample")
+        if prior is not None and not (
+            isinstance(prior, nnx.Module) and all(callable(getattr(prior, a, None)) for a in methods)
+        ):
+            raise TypeError(
+                "prior must be None (the standard normal) or an nnx.Module with methods log_prob(z) and "
+                f"sample(key, n) (e.g. vae_lib.priors.MixturePrior), got {type(prior).__name__}"
+            )
         self.encoder = encoder
         self.decoder = decoder
+        self.prior = nnx.data(prior)
 
     @property
     def likelihood(self) -> str:
         return self.decoder.likelihood
+
+    @property
+    def log_prior(self) -> Callable[[jax.Array], jax.Array] | None:
+        """The prior's ``log p(z)``, ``z (..., Z) -> (...)``, for the objectives' ``log_prior=``.
+
+        ``None`` for the standard normal ``N(0, I)``, whose KL the objectives take in closed form.
+        """
+        return None if self.prior is None else self.prior.log_prob
 
     @property
     def latent_dim(self) -> int:
@@ -368,7 +390,7 @@ class VAE(nnx.Module):
         return self.mean_of(self.decode(self.encode(x, y)[0], y))
 
     def sample(self, key: jax.Array, num_samples: int, y: jax.Array | None = None) -> jax.Array:
-        """``E[x|z]`` for ``z ~ p(z)``: shape ``(num_samples, D)`` (means, not noisy draws).
+        """``E[x|z]`` for ``z ~ p(z)``, the model's prior: shape ``(num_samples, D)`` (means, not draws).
 
         For a conditional model, ``y`` gives each sample's class: integer labels ``(num_samples,)`` or
         one-hot rows ``(num_samples, C)``; e.g. ``model.sample(key, 10, y=jnp.arange(10))``.
@@ -377,7 +399,10 @@ class VAE(nnx.Module):
         num_samples = _checks.positive_int("num_samples", num_samples)
         if y is not None and self.num_classes:
             y = _checks.labels("y", y, num_classes=self.num_classes, num_rows=num_samples)
-        z = jax.random.normal(key, (num_samples, self.latent_dim))
+        if self.prior is None:
+            z = jax.random.normal(key, (num_samples, self.latent_dim))
+        else:
+            z = self.prior.sample(key, num_samples)  # (num_samples, Z)
         return self.mean_of(self.decode(z, y))
 
 
@@ -390,14 +415,15 @@ def mlp_vae(
     obs_logvar: float | str | None = None,
     activation: Activation = jax.nn.relu,
     num_classes: int = 0,
+    prior: nnx.Module | None = None,
     rngs: nnx.Rngs,
 ) -> VAE:
     """An MLP VAE ``data_dim - hidden - latent_dim`` with a mirrored decoder.
 
     ``hidden=()`` gives the linear VAE (affine encoder and decoder); with ``likelihood="gaussian"`` and
     ``obs_logvar="shared"`` its maximum-likelihood solution is probabilistic PCA. ``num_classes = C > 0``
-    gives a conditional VAE whose encoder and decoder both take one-hot labels ``y (N, C)``. See
-    ``MLPEncoder`` and ``MLPDecoder`` for the arguments.
+    gives a conditional VAE whose encoder and decoder both take one-hot labels ``y (N, C)``. ``prior``: see
+    ``VAE`` (default ``N(0, I)``). See ``MLPEncoder`` and ``MLPDecoder`` for the other arguments.
     """
     # everything is checked before any layer is built (MLPEncoder and MLPDecoder check again)
     data_dim = _checks.positive_int("data_dim", data_dim)
@@ -411,7 +437,7 @@ def mlp_vae(
     dec = MLPDecoder(
         latent_dim, data_dim, hidden=hidden[::-1], likelihood=likelihood, obs_logvar=obs_logvar, **kw
     )
-    return VAE(enc, dec)
+    return VAE(enc, dec, prior)
 
 
 def conv_vae(

@@ -9,7 +9,12 @@ The encoder and decoder come in as plain callables, so the same functions serve 
 
 Conditional models (a conditional VAE, Sohn et al. 2015) take a conditioning input ``y`` of shape
 ``(B, C)`` (one-hot labels): given ``y=...``, the functions call ``encode(x, y)`` and ``decode(z, y)``
-instead, and the prior stays ``p(z) = N(0, I)``.
+instead, and the prior stays ``p(z)``.
+
+The prior is ``p(z) = N(0, I)`` unless ``log_prior`` is given: a callable ``log_prior(z (..., Z)) -> (...)``
+(a learned prior, ``vae_lib.priors``). With it, the KL term is the Monte Carlo estimate
+``mean_s[log q(z_s|x) - log_prior(z_s)]`` on the same samples ``z_s`` as the reconstruction term (there is
+no closed form); ``analytic_kl`` applies to ``N(0, I)`` only.
 
 Reduction: log-likelihoods and KL terms are summed over data and latent dimensions (a log-density of one
 example, in nats); ``elbo`` then averages over the batch, ``iwae_bound`` and ``elbo_per_example`` do not.
@@ -139,8 +144,10 @@ def _kl_per_dimension(mean: jax.Array, logvar: jax.Array, z: jax.Array | None) -
     return (gaussian_log_prob(zj, m[None], lv[None]) - standard_normal_log_prob(zj)).mean(axis=0)
 
 
-def _elbo_parts(key, x, encode, decode, *, likelihood, analytic_kl, num_samples, y):
-    """``(reconstruction (B,), kl per latent dimension (B, Z))``, the ELBO's terms for each example."""
+def _elbo_parts(key, x, encode, decode, *, likelihood, analytic_kl, num_samples, y, log_prior=None):
+    """``(reconstruction (B,), kl per latent dimension (B, Z))``, the ELBO's terms for each example.
+
+    With a ``log_prior``, the KL does not split over dimensions: it comes back as one column ``(B, 1)``."""
     x = _checks.array("x", x, ndim=2)
     _checks.function("decode", decode)
     _checks.choice("likelihood", likelihood, tuple(LIKELIHOODS))
@@ -149,7 +156,11 @@ def _elbo_parts(key, x, encode, decode, *, likelihood, analytic_kl, num_samples,
     mean, logvar = _encode(x, encode, y)  # (B, D) -> (B, Z), (B, Z)
     z = reparameterize(key, mean, logvar, num_samples)  # (K, B, Z)
     rec = log_likelihood(x[None], decode_samples(decode, z, y), likelihood).mean(axis=0)  # (K, B) -> (B,)
-    return rec, _kl_per_dimension(mean, logvar, None if analytic_kl else z)
+    if log_prior is None:
+        return rec, _kl_per_dimension(mean, logvar, None if analytic_kl else z)
+    _checks.function("log_prior", log_prior)
+    kl = gaussian_log_prob(z, mean[None], logvar[None]) - log_prior(z)  # (K, B): log q(z_s|x) - log p(z_s)
+    return rec, kl.mean(axis=0)[:, None]  # (B, 1)
 
 
 def elbo_per_example(
@@ -162,6 +173,7 @@ def elbo_per_example(
     analytic_kl: bool = True,
     num_samples: int = 1,
     y: jax.Array | None = None,
+    log_prior: Callable[[jax.Array], jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The ELBO's two terms for each example.
 
@@ -177,12 +189,22 @@ def elbo_per_example(
       analytic_kl: closed-form KL (lower variance) or its Monte Carlo estimate.
       num_samples: samples of ``z`` per example.
       y: optional conditioning, shape ``(B, C)``.
+      log_prior: ``log p(z)``, ``(..., Z) -> (...)``; ``None`` for ``N(0, I)``. Given, the KL is the Monte
+        Carlo estimate whatever ``analytic_kl`` says.
 
     Returns:
       ``(reconstruction, kl)``, each of shape ``(B,)``; the ELBO is their difference.
     """
     rec, kl = _elbo_parts(
-        key, x, encode, decode, likelihood=likelihood, analytic_kl=analytic_kl, num_samples=num_samples, y=y
+        key,
+        x,
+        encode,
+        decode,
+        likelihood=likelihood,
+        analytic_kl=analytic_kl,
+        num_samples=num_samples,
+        y=y,
+        log_prior=log_prior,
     )
     return rec, kl.sum(axis=-1)
 
@@ -199,6 +221,7 @@ def elbo(
     num_samples: int = 1,
     free_bits: float | jax.Array | None = None,
     y: jax.Array | None = None,
+    log_prior: Callable[[jax.Array], jax.Array] | None = None,
 ) -> ElboTerms:
     """The (beta-weighted) ELBO, averaged over the batch, optionally with free bits.
 
@@ -218,8 +241,11 @@ def elbo(
         schedule inside a compiled training step).
       analytic_kl: closed-form KL or its Monte Carlo estimate.
       num_samples: samples of ``z`` per example.
-      free_bits: ``lam >= 0``, nats per latent dimension, or ``None`` for none.
+      free_bits: ``lam >= 0``, nats per latent dimension, or ``None`` for none (needs ``N(0, I)``: a
+        learned prior's KL does not split over dimensions).
       y: optional conditioning, shape ``(B, C)``.
+      log_prior: ``log p(z)``, ``(..., Z) -> (...)``; ``None`` for ``N(0, I)``. Given, the KL is the Monte
+        Carlo estimate whatever ``analytic_kl`` says.
 
     Returns:
       ``ElboTerms(objective, elbo, reconstruction, kl)``, scalars.
@@ -227,8 +253,21 @@ def elbo(
     beta = _checks.real_or_scalar_array("beta", beta, minimum=0.0)
     if free_bits is not None:
         free_bits = _checks.real_or_scalar_array("free_bits", free_bits, minimum=0.0)
+        if log_prior is not None:
+            raise ValueError(
+                "free_bits needs the standard-normal prior (log_prior=None): the KL to a learned prior "
+                "does not split over latent dimensions"
+            )
     rec, kl_dims = _elbo_parts(
-        key, x, encode, decode, likelihood=likelihood, analytic_kl=analytic_kl, num_samples=num_samples, y=y
+        key,
+        x,
+        encode,
+        decode,
+        likelihood=likelihood,
+        analytic_kl=analytic_kl,
+        num_samples=num_samples,
+        y=y,
+        log_prior=log_prior,
     )
     rec, kl = rec.mean(), kl_dims.sum(axis=-1).mean()  # (B,) -> (), (B, Z) -> ()
     penalty = kl if free_bits is None else jnp.maximum(free_bits, kl_dims.mean(axis=0)).sum()
@@ -244,6 +283,7 @@ def log_importance_weights(
     num_samples: int,
     likelihood: str = "bernoulli",
     y: jax.Array | None = None,
+    log_prior: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
     """Log importance weights ``log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x)``, ``z_s ~ q(z|x)``.
 
@@ -257,6 +297,7 @@ def log_importance_weights(
       num_samples: ``K >= 1`` samples per example.
       likelihood: a name in ``vae_lib.likelihoods.LIKELIHOODS``.
       y: optional conditioning, shape ``(B, C)``.
+      log_prior: ``log p(z)``, ``(..., Z) -> (...)``; ``None`` for ``N(0, I)``.
 
     Returns:
       Log weights of shape ``(K, B)``.
@@ -267,9 +308,12 @@ def log_importance_weights(
     k = _checks.positive_int("num_samples", num_samples)
     mean, logvar = _encode(x, encode, y)  # (B, Z) each
     z = reparameterize(key, mean, logvar, k)  # (K, B, Z)
+    if log_prior is None:
+        log_prior = standard_normal_log_prob
+    _checks.function("log_prior", log_prior)
     return (
         log_likelihood(x[None], decode_samples(decode, z, y), likelihood)
-        + standard_normal_log_prob(z)
+        + log_prior(z)
         - gaussian_log_prob(z, mean[None], logvar[None])
     )  # (K, B)
 
@@ -283,6 +327,7 @@ def iwae_bound(
     num_samples: int,
     likelihood: str = "bernoulli",
     y: jax.Array | None = None,
+    log_prior: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
     """The importance-weighted bound ``IWAE_k`` (Burda et al., 2016) for each example.
 
@@ -296,11 +341,12 @@ def iwae_bound(
       num_samples: ``k >= 1``.
       likelihood: a name in ``vae_lib.likelihoods.LIKELIHOODS``.
       y: optional conditioning, shape ``(B, C)``.
+      log_prior: ``log p(z)``, ``(..., Z) -> (...)``; ``None`` for ``N(0, I)``.
 
     Returns:
       Bounds of shape ``(B,)`` (no batch reduction).
     """
     log_w = log_importance_weights(
-        key, x, encode, decode, num_samples=num_samples, likelihood=likelihood, y=y
+        key, x, encode, decode, num_samples=num_samples, likelihood=likelihood, y=y, log_prior=log_prior
     )
     return log_mean_exp(log_w, axis=0)  # (K, B) -> (B,)

@@ -84,7 +84,7 @@ class _Config:
 def _loss(config: _Config, params, key, xb, yb, beta, free_bits) -> tuple[jax.Array, jax.Array]:
     """``(-objective, ELBO)`` of one batch ``xb (B, D)`` (and labels ``yb (B, C)``); both batch means."""
     model = nnx.merge(config.graphdef, params)
-    kw = dict(likelihood=config.likelihood, num_samples=config.num_samples, y=yb)
+    kw = dict(likelihood=config.likelihood, num_samples=config.num_samples, y=yb, log_prior=model.log_prior)
     if config.objective == "iwae":
         log_w = log_importance_weights(key, xb, model.encode, model.decode, **kw)  # (K, B)
         return -log_mean_exp(log_w, axis=0).mean(), log_w.mean()  # -IWAE_k; the k-sample ELBO estimate
@@ -181,6 +181,11 @@ def _check_fit_args(model, x_train, y_train, x_test, y_test, **kw) -> tuple[_Con
     beta, free_bits = kw["beta"], kw["free_bits"]
     if kw["objective"] == "iwae" and (callable(beta) or beta != 1.0 or free_bits is not None):
         raise ValueError("beta and free_bits apply to objective='elbo'; the IWAE bound has neither")
+    if free_bits is not None and model.prior is not None:
+        raise ValueError(
+            "free_bits needs the standard-normal prior: this model has a learned prior, whose KL does not "
+            "split over latent dimensions"
+        )
     if not callable(beta):
         beta = jnp.float32(_checks.real("beta", beta, minimum=0.0))
     if free_bits is not None:
@@ -247,7 +252,8 @@ def fit(
       beta: KL weight, a float >= 0 or a schedule ``step -> beta`` (e.g. an Optax schedule such as
         ``optax.linear_schedule(0.0, 1.0, 1000)``), evaluated at every step (counted from 0 over the whole
         run) inside the compiled epoch. The history's ``elbo`` entries are always the true ELBO.
-      analytic_kl: closed-form KL (default) or its Monte Carlo estimate.
+      analytic_kl: closed-form KL (default) or its Monte Carlo estimate. A model with a learned prior
+        (``model.prior``, trained with the rest) always uses the Monte Carlo estimate.
       binarize: dynamic binarization of training batches.
       x_test: optional held-out data, evaluated after every epoch (must be binary for Bernoulli).
       optimizer: an Optax transformation to use instead of ``optax.adam(learning_rate)``. Pass the same
