@@ -107,14 +107,17 @@ def ratio(label: str, times: Times, a: str, b: str, *, goal: str = "") -> None:
     print(f"   {label}: {med:.2f} by median wall time, {best:.2f} by best, {cpu:.2f} by CPU time{goal}")
 
 
-def library_epoch(model, x, *, batch_size: int, learning_rate: float, key_of_epoch=None):
+def library_epoch(model, x, *, batch_size: int, learning_rate: float, key_of_epoch=None, bernoulli=None):
     """``fit``'s own compiled epoch (dynamic binarization, Adam), called as ``fit`` calls it.
 
-    Returns a callable that runs one more epoch each time it is called and waits for its result.
-    ``key_of_epoch(e)`` gives epoch ``e``'s key (default: ``fold_in(key(1), e)``, as ``fit`` does).
+    Returns a callable that runs one more epoch each time it is called and waits for its result (it has
+    run once, compiling, when this returns). ``key_of_epoch(e)`` gives epoch ``e``'s key (default:
+    ``fold_in(key(1), e)``, as ``fit`` does). ``bernoulli``, if given, replaces the library's
+    binarization draw (e.g. ``jax.random.bernoulli``, to measure what the fused one saves).
     """
     import jax
     import jax.numpy as jnp
+    import optax
     from flax import nnx
 
     from vae_lib import training
@@ -122,7 +125,7 @@ def library_epoch(model, x, *, batch_size: int, learning_rate: float, key_of_epo
     graphdef, params = nnx.split(model)
     config = training._Config(
         graphdef=graphdef,
-        optimizer=training._adam(learning_rate),
+        optimizer=training._adam(learning_rate) if bernoulli is None else optax.adam(learning_rate),
         likelihood=model.likelihood,
         objective="elbo",
         num_samples=1,
@@ -151,4 +154,10 @@ def library_epoch(model, x, *, batch_size: int, learning_rate: float, key_of_epo
         losses.block_until_ready()
         state["p"], state["e"] = (params, opt_state), state["e"] + 1
 
+    library_bernoulli = training.bernoulli
+    training.bernoulli = bernoulli or library_bernoulli  # read when the epoch is traced, in this first call
+    try:
+        go()
+    finally:
+        training.bernoulli = library_bernoulli
     return go

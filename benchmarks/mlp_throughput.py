@@ -8,7 +8,9 @@ of every batch, the ELBO of ``vae_lib.elbo``, Adam 1e-3. Rows:
 
 - vae_lib: ``fit``'s compiled epoch (one XLA call per epoch: a ``lax.scan`` over the batches), called
   directly so it can be interleaved with the other rows; ``fit`` itself is timed too, from its history's
-  per-epoch ``seconds`` (epochs after the first, which compiles).
+  per-epoch ``seconds`` (epochs after the first, which compiles). The same epoch with the binarization
+  drawn by plain ``jax.random.bernoulli`` measures what the fused Threefry of ``vae_lib._fast_bernoulli``
+  saves (it must save more than 10% to stay).
 - per-batch jit loop: the way Flax's VAE example trains: a ``jax.jit`` train step (split/merge, buffers
   donated) called from a Python loop over NumPy batches; and the same with ``nnx.jit`` and
   ``nnx.Optimizer``.
@@ -243,6 +245,9 @@ def main() -> None:
     model = lambda: vae_lib.mlp_vae(784, LATENT, hidden=(HIDDEN,), rngs=nnx.Rngs(0))  # noqa: E731
     fns = {
         "vae_lib (fit's compiled epoch)": _common.library_epoch(model(), x, batch_size=B, learning_rate=LR),
+        "  same, plain jax.random.bernoulli": _common.library_epoch(
+            model(), x, batch_size=B, learning_rate=LR, bernoulli=jax.random.bernoulli
+        ),
         "per-batch jax.jit loop (Flax example style)": jit_loop_epoch(model(), x_np),
         "per-batch nnx.jit loop (nnx.Optimizer)": nnx_loop_epoch(model(), x_np),
         "matmul floor (layer-shape dots only)": matmul_floor_epoch(x, num_batches),
@@ -267,8 +272,9 @@ def main() -> None:
     hist = vae_lib.fit(model(), x_np, key=jax.random.key(2), epochs=epochs, binarize=True, progress=False)
     _common.row("vae_lib.fit (history 'seconds', epochs 2..)", hist["seconds"][1:], samples)
 
-    lib, loop, _, floor, floor_adam = list(fns)[:5]
+    lib, plain, loop, _, floor, floor_adam = list(fns)[:6]
     _common.ratio("vae_lib / jax.jit loop", times, lib, loop, goal=">= 1.15")
+    _common.ratio("fused / plain jax.random.bernoulli (what _fast_bernoulli saves)", times, lib, plain)
     if torch_go is not None:
         _common.ratio(
             "vae_lib / PyTorch eager", times, lib, "PyTorch eager (same model, Adam)", goal=">= 1.5"

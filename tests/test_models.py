@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -280,13 +282,16 @@ def test_cpu_convolutions_equal_the_flax_layers(make, shape):
     layer = make(nnx.Rngs(0))
     layer.bias[...] = jax.random.normal(jax.random.key(1), layer.bias.shape)  # a non-zero bias
     x = jax.random.normal(jax.random.key(2), shape)
-    expected = layer(x)
-    got = _cpu_conv.apply(layer, x)
+
+    @functools.partial(jax.jit, static_argnums=1)  # one compilation per form, not one per eager operation
+    def value_and_grad(x, matrix_form):
+        f = (lambda x: _cpu_conv.apply(layer, x)) if matrix_form else layer
+        return f(x), jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)  # and the gradient, the reason for it
+
+    (got, grad), (expected, expected_grad) = value_and_grad(x, True), value_and_grad(x, False)
     assert got.shape == expected.shape
     assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    # and their gradients (the reason for the matrix-product form)
-    grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)  # noqa: E731
-    assert_allclose(grad(lambda x: _cpu_conv.apply(layer, x)), grad(layer), rtol=1e-4, atol=1e-5)
+    assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-5)
 
 
 # --- the linear VAE and the decoder's variance ----------------------------------------------------------
