@@ -235,9 +235,8 @@ assert in_gap.sum() <= 10, in_gap.sum()  # measured: 1 of 2,000: the off-data st
 
 # %% [markdown]
 # The decoder has learned a single curve that runs along the upper moon, **jumps across empty space**, and
-# runs along the lower moon (the orange stretch). The encoder projects each point to (roughly) the nearest
-# point of the curve, and the reconstruction error is small: the curve explains ≈ 99.4% of the variance
-# of the data. Now look at the codes on the right. The data use two intervals of the code line, and only one
+# runs along the lower moon (the orange stretch). Each point is reconstructed as a point on that curve, and the reconstruction error is small: by the
+# last epoch's training loss, the curve explains ≈ 99.4% of the variance of the data. Now look at the codes on the right. The data use two intervals of the code line, and only one
 # data point in 2,000 has its code in the stretch between them. The decoder stretches that
 # short gap, ≈ 2% of the code interval, across the whole bridge: a small step in code makes a large jump
 # in the output. Nothing constrains the decoder there, because no training code falls there.
@@ -512,7 +511,7 @@ assert np.all(
 # %% [markdown]
 # The 2-D model's numbers move from seed to seed, since the shape of a 2-D code space depends on the run:
 # the hole fraction of its box ranges over ≈ 39–56% and its right-digit share over ≈ 50–58% (our first run
-# was the best of the three). The 16-D model's numbers stay within a few points: squared error ≈ 16.0–16.5,
+# had the best right-digit share and the largest box hole fraction of the three). The 16-D model's numbers stay within a few points: squared error ≈ 16.0–16.5,
 # right digit ≈ 87–88%, and ≈ 29–34% of the fitted Gaussian's samples in holes. The pattern is the same
 # in all three runs: the 16-D code reconstructs better and recognisably, its bounding box is all holes,
 # and even a Gaussian fitted to its codes puts a sizeable share of its samples in holes.

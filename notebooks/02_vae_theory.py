@@ -20,8 +20,8 @@
 # - Why the gap between the ELBO and $\log p_\theta(x)$ has two parts once one encoder network serves all
 #   data points (**amortized inference**): the approximation gap and the amortization gap.
 # - The reparameterization trick, and how its gradient variance compares with the score-function
-#   (REINFORCE) estimator's, measured on a quadratic and on a trained decoder network (it is usually far
-#   lower, but not always).
+#   (REINFORCE) estimator's, measured on a quadratic and on a trained decoder network (far lower in
+#   both cases measured here, but not always: Exercise 4).
 # - The closed-form KL divergence between Gaussians that every VAE uses, and what the KL term does and
 #   does not do to the code space.
 # - The Bernoulli decoder for binary pixels.
@@ -556,7 +556,7 @@ assert float(terms.objective) == float(terms.elbo)
 #
 # (Burda, Grosse & Salakhutdinov, 2016, Theorem 1). If, moreover, the importance weight
 # $w(z) = p_\theta(x, z) / q_\phi(z \mid x)$ is bounded in $z$, then $\mathcal{L}_k \to \log p_\theta(x)$ as
-# $k \to \infty$ (same theorem). Boundedness is a real condition: a $q$ with lighter tails than the posterior
+# $k \to \infty$ (same theorem). Boundedness is a sufficient condition, not a necessary one, but it matters: a $q$ with lighter tails than the posterior
 # in some direction makes $w$ unbounded, and then the convergence can be very slow. The $q$ we use below,
 # "variance x 4", has the posterior's mean and four times its variance in each coordinate, so
 # $w(z) = p_\theta(x)\, p_\theta(z \mid x) / q(z) \le 2^Z p_\theta(x) = 4\, p_\theta(x)$ (each coordinate's
@@ -1252,7 +1252,9 @@ np.testing.assert_allclose(float(loss_lib), float(loss_ours), rtol=1e-6)
 # encoder's $q(z \mid x)$ for each, and estimate the gradient of $\mathbb{E}_{q}[\log p_\theta(x \mid z)]$ with
 # respect to the encoder's outputs $(\mu, \log \sigma^2)$, $2 \times 16 = 32$ numbers per digit, with 5,000
 # one-sample estimates of each kind. The score-function estimator is used twice: plain, and with the best
-# constant baseline, the mean of $f$ under $q$ (estimated from separate draws), as in Exercise 1.
+# constant baseline, the mean of $f$ under $q$ (estimated from separate draws), as in Exercise 1. It is the usual
+# choice, not the variance-minimizing one: that constant is $c^* = \mathbb{E}[f s^2] / \mathbb{E}[s^2]$ per parameter,
+# with $s$ the score.
 
 # %%
 decoder_graph, decoder_params = nnx.split(model.decoder)  # a pure function of z for jax.vmap and jax.grad
@@ -1324,8 +1326,8 @@ assert 10 < np.median(ratio_base) < 50 and ratio_base.min() > 2, ratio_base  # m
 # %% [markdown]
 # For a trained decoder network the score-function estimator is far worse than for $z^2$: its variance is
 # larger by a median factor of ≈ 9,000 over the 160 (digit, parameter) pairs (the smallest is ≈ 1,100),
-# because it multiplies the zero-mean score by values of $f$ between ≈ −40 and ≈ −130 nats. The best
-# constant baseline removes most of that, and the reparameterization estimator still has a median variance
+# because it multiplies the zero-mean score by values of $f$ between ≈ −40 and ≈ −130 nats. The usual
+# constant baseline, E_q[f], removes most of that, and the reparameterization estimator still has a median variance
 # ≈ 22 times smaller (the smallest ratio is ≈ 7). This is
 # one trained model and five digits; it is the kind of gap that made the reparameterization trick the
 # standard way to train VAEs.
@@ -1357,7 +1359,7 @@ assert 10 < np.median(ratio_base) < 50 and ratio_base.min() > 2, ratio_base  # m
 #   them to cover it.
 # - For binary pixels the decoder is a product of Bernoullis, $\log p_\theta(x \mid z) = \sum_d [x_d \ell_d -
 #   \operatorname{softplus}(\ell_d)]$ from the logits $\ell$.
-# - A VAE written from scratch in Flax NNX and Optax trains on MNIST digits in seconds, and `vae_lib`
+# - A VAE written from scratch in Flax NNX and Optax trains on the bundled MNIST digits in a short loop, and `vae_lib`
 #   computes the same ELBO and the same gradients for the same weights and key.
 #
 # ## Exercises

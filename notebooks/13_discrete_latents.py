@@ -297,7 +297,7 @@ assert 30.0 < rate_vae[0] < 45.0
 # 5 positions with a codebook of $K = 256$ vectors ($5 \log_2 256 = 40$). That is ≈ 15% more than the
 # continuous VAE uses: its rate cannot be set in advance (it is whatever training settles on), so the
 # discrete models get a budget that is at least as large, and any advantage of the continuous VAE below
-# is not a matter of more bits.
+# is not a matter of a larger bit *budget* (Section 8 shows the discrete models end up *using* fewer bits).
 #
 # Why these two shapes for the same 40 bits? Each method is used in its usual regime: the Gumbel-softmax
 # papers model MNIST with many categorical variables of few categories each, while a VQ-VAE shares one
@@ -438,7 +438,7 @@ assert 2.0 < relaxed_test - elbo_cat[0] < 12.0 and abs(relaxed_test + cat_histor
 # The test ELBO of the categorical VAE is ≈ −139 nats per digit, with a rate of ≈ 24 of its 40 possible
 # bits. The relaxed objective is ≈ 6 nats *higher*, and the same on the training and the test digits
 # (≈ −133): the gap is not overfitting. It is the relaxation gap: the decoder was trained on points
-# inside the simplices and is evaluated at their corners, and the gap closes only as $\tau \to 0$.
+# inside the simplices and is evaluated at their corners, and the gap is expected to shrink as $\tau \to 0$ (Jang et al., 2017; not measured here).
 #
 # ## 5. The temperature: bias and variance of the gradient, against the exact gradient
 #
@@ -588,8 +588,8 @@ assert TAUS[int(np.argmin(one_draw_mse))] in (1.0, 2.0)
 #   bias (≈ 0.06–0.09) is below its own noise floor: too small for 1,000 draws to detect.
 # - **Variance falls with temperature**: the relative standard deviation of one draw goes from ≈ 3.8 at
 #   $\tau = 0.1$ to ≈ 0.04 at $\tau = 5$, a factor of ≈ 100.
-# - The **straight-through** version has a slightly larger bias (at $\tau \ge 0.5$, where it can be
-#   measured) and a larger variance at every temperature here: the decoder sees a corner, but the gradient
+# - The **straight-through** version has a slightly larger bias (at $\tau \ge 0.2$, where it is above
+#   its noise floor) and a larger variance at every temperature here: the decoder sees a corner, but the gradient
 #   is the relaxed one's.
 # - The **score function** is unbiased, as the theory says: from 6,000 draws per digit its measured bias
 #   (≈ 0.8) is below its noise floor (≈ 1.0). But its relative standard deviation, ≈ 75, is more than 100
@@ -735,7 +735,7 @@ assert np.median(code_norm[dead_mask]) < 0.1 * np.median(code_norm[~dead_mask])
 # - the **perplexity** $\exp(-\sum_k p_k \log p_k)$ of the codes' frequencies $p_k$ over the test digits and
 #   positions: the number of equally used codes that would have the same entropy, $K$ at best;
 # - the **dead codes**: code vectors that no training digit is assigned to. A dead code receives no
-#   gradient (the codebook loss only moves the codes that are used) and stays dead for ever.
+#   gradient (the codebook loss only moves the codes that are used) and in practice stays dead.
 #
 # The plain VQ-VAE ends up using its codebook poorly: 236 of the 256 codes (≈ 92%) are dead and the
 # perplexity is ≈ 9. It did not start that way: before training, the untrained encoder's outputs used all
@@ -743,7 +743,7 @@ assert np.median(code_norm[dead_mask]) < 0.1 * np.median(code_norm[~dead_mask])
 # codes start in a tiny cube around 0 (median norm ≈ 0.01), while the encoder's outputs are about 100
 # times farther out. A code that is used moves out towards its outputs and becomes the nearest code for a
 # wider region; a code that loses its last output gets no more gradient, stays near 0, and is soon farther
-# from every output than the codes that moved: it is dead for good. The printout bears this out: after
+# from every output than the codes that moved: in practice it stays dead. The printout bears this out: after
 # training, the dead codes have a median norm of ≈ 0.03, about forty times less than the used codes'
 # (≈ 1.1), while the encoder's outputs have grown to a median norm of ≈ 6.
 #
@@ -1057,7 +1057,7 @@ assert b_uniform - 8 > b_independent > b_mixture + 1.5
 # capture; an autoregressive prior conditions each code on *all* the previous ones, which is where a
 # PixelCNN gets its advantage.
 #
-# **Samples.** Each row decodes 10 draws from a prior; for the two stochastic models, from the prior they
+# **Samples.** Each prior gets 20 draws, shown in two rows of 10; for the two stochastic models, from the prior they
 # were trained with.
 
 
@@ -1103,10 +1103,10 @@ plt.show()
 # combinations of codes. With the fitted priors, most samples are stroke-like and many are clear digits;
 # the independent prior draws each position without regard to the others, so some of its samples are
 # blends, and the mixture, which draws all five positions from one component, gives somewhat more clean
-# digits in this figure. Twenty samples per row are weak evidence for such differences; the code lengths
+# digits in this figure. Twenty samples per prior are weak evidence for such differences; the code lengths
 # above are the measurement. The categorical and continuous VAEs' samples from their own priors are
-# blurred: both were trained to make their posteriors cover the prior, and both leave parts of it that
-# decode to no digit (Chapter 4, Section 4).
+# blurred: both were trained with a KL term that pulls their posteriors towards the prior, which does not
+# make them cover it, and both leave parts of it that decode to no digit (Chapter 4, Section 4).
 #
 # **Why our priors are weaker than a PixelCNN, plainly.** Both our priors are tables of counts. The
 # independent prior ignores every dependence between positions; the mixture captures it only through
@@ -1175,7 +1175,7 @@ plt.show()
 # Without a baseline every draw multiplies $f$, a log-likelihood of about −100 nats, by the score, so
 # each draw is large and their signs cancel only on average. With $b = f(\hat z_m)$ the estimator multiplies
 # only the *difference* $f(z) - f(\hat z_m)$, which is 0 when the most probable category is drawn and a few
-# nats otherwise: the relative standard deviation falls from ≈ 89 to ≈ 2.6 (asserted: by more than a factor
+# nats otherwise: the relative standard deviation falls from ≈ 89 to ≈ 2.7 (asserted: by more than a factor
 # of 10), and the mean stays on the exact gradient. Baselines like this one (and learned ones, e.g. Mnih
 # & Gregor, 2014) are what make score-function training of discrete latents workable.
 #
