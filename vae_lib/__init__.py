@@ -4,17 +4,20 @@ Layers, each importing only those above it in this list:
 
 1. ``distributions``: log-densities and KL divergences (pure ``jax.numpy``); ``likelihoods``: the decoder
    likelihoods ``p(x|z)`` by name.
-2. ``objectives``: ``reparameterize``, the ELBO, the importance weights and the IWAE bound.
-3. ``models``: Flax NNX encoders and decoders (MLP, conditional MLP and convolutional) and ``VAE``.
+2. ``objectives``: ``reparameterize``, the ELBO, the importance weights and the IWAE bound; ``discrete``:
+   Gumbel-softmax, straight-through and vector quantization for discrete latents.
+3. ``models``: Flax NNX encoders and decoders (MLP, conditional MLP and convolutional) and ``VAE``;
+   ``priors``: learned priors (mixture of Gaussians, VampPrior).
 4. ``training``, ``evaluation``, ``diagnostics`` (and ``checkpoint``): Optax training, log-likelihood
-   estimates, diagnostics of the latent space.
+   estimates, diagnostics of the latent space; ``sample_metrics``: a digit classifier, Fréchet distance
+   and precision/recall in its feature space.
 5. ``data`` and ``plotting``, at the edges.
 
 Private modules: ``_checks`` (argument checks), ``_inputs`` (the check where data meets a model),
 ``_cpu_conv`` and ``_fast_bernoulli`` (CPU speed-ups, each behind one function with a plain fallback).
 """
 
-from vae_lib import diagnostics, likelihoods
+from vae_lib import diagnostics, discrete, likelihoods, priors, sample_metrics
 from vae_lib.checkpoint import load_checkpoint, save_checkpoint
 from vae_lib.distributions import (
     bernoulli_log_prob,
@@ -42,20 +45,21 @@ from vae_lib.training import NonFiniteLossError, TrainState, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "LIKELIHOODS",
-    "VAE",
     "ConvDecoder",
     "ConvEncoder",
     "ElboTerms",
+    "LIKELIHOODS",
     "Likelihood",
     "MLPDecoder",
     "MLPEncoder",
     "NonFiniteLossError",
     "TrainState",
+    "VAE",
     "bernoulli_log_prob",
     "conv_vae",
     "decode_samples",
     "diagnostics",
+    "discrete",
     "elbo",
     "elbo_per_example",
     "evaluate_elbo",
@@ -71,8 +75,10 @@ __all__ = [
     "log_likelihood",
     "log_mean_exp",
     "mlp_vae",
+    "priors",
     "quadrature_log_likelihood",
     "reparameterize",
+    "sample_metrics",
     "save_checkpoint",
     "standard_normal_log_prob",
 ]
