@@ -447,8 +447,8 @@ plt.show()
 # %% [markdown]
 # The fixed-variance model's KL term stays near 3.8 nats per example: the encoder tells the decoder a great
 # deal about each point. Its ELBO starts far below the collapsed runs' (the first epochs, before the decoder
-# mean follows the data) and ends above them (the inset zooms on epochs 10 to 60). The per-epoch curves are noisy because `fit` evaluates them
-# with a single sample of $z$; section 6 gives precise numbers.
+# mean follows the data) and ends above them (the inset zooms on epochs 10 to 60). The per-epoch curves
+# are noisy because `fit` evaluates them with a single sample of $z$; section 6 gives precise numbers.
 #
 # ## 5. Looking at the model
 #
@@ -564,13 +564,13 @@ assert abs(aspect - 1.26) < 0.12
 
 # %% [markdown]
 # The aggregate posterior has mean about 0 and covariance about the identity, like the prior, and the
-# colours show a smooth, ordered map: neighbouring points in the square get neighbouring codes. With
-# Chapter 1's measure of holes (a point farther from every training code than 99% of the test points'
-# codes are), prior draws land in a hole almost as rarely as draws from the aggregate posterior itself
-# (about 2.5% against 1.5%, printed above): on these data the codes cover the prior. Chapter 4 measures the same thing on
-# digits, with a different outcome. Each single
+# colours show a smooth, ordered map: neighbouring points in the square get neighbouring codes. Each single
 # posterior is narrow (standard deviation about 0.15, against 1 for the prior), which is the KL term of
-# 3.8 nats at work: $z$ pins down a point's position to a small patch.
+# 3.8 nats at work: $z$ pins down a point's position to a small patch. With Chapter 1's measure of holes
+# (a point farther from every training code than 99% of the test points' codes are from theirs), prior
+# draws land in a hole almost as rarely as draws from the aggregate posterior itself (about 2.5% against
+# 1.5%, printed above): on these data the codes cover the prior. Chapter 4 measures the same thing on
+# digits, with a different outcome.
 #
 # ### How the decoder warps the plane into a square
 #
