@@ -15,9 +15,9 @@
 # The reconstruction term and the KL term are the **distortion** and the **rate** of a lossy code for the
 # data (Alemi et al., 2018), and weighting them differently (the $\beta$ of a $\beta$-VAE) moves a model
 # along a curve that trades one for the other. At one end of that curve the code carries almost nothing:
-# the **posterior collapse** that users of every VAE codebase ask about. The article this course grew out
-# of only says, among a VAE's challenges, that the diversity of its samples "is affected by the added
-# random noise"; here we measure what the KL term does instead.
+# the **posterior collapse** that users of VAE codebases keep asking about. The article this course grew
+# out of only says, among a VAE's challenges, that the diversity and generalization of its generative model
+# "are affected by the added random noise"; here we measure what the KL term does instead.
 #
 # **What you will learn**
 #
@@ -68,8 +68,8 @@ plt.rcParams["figure.dpi"] = 80
 T_START, CPU_START = time.perf_counter(), time.process_time()
 
 key = jax.random.key(7)  # the chapter's one seed; every random draw below uses a key split from it
-(k_bin_test, k_bin_train, k_init, k_fit, k_eval, k_codes, k_surgery, k_holes, k_samples, k_iwae, k_gauss,
- k_prior, k_ex) = jax.random.split(key, 13)  # fmt: skip
+(k_bin_test, k_bin_train, k_init, k_fit, k_eval, _, k_surgery, k_draws, k_samples, k_iwae, k_gauss,
+ _, k_ex) = jax.random.split(key, 13)  # fmt: skip
 
 LATENT, HIDDEN, EPOCHS = 16, (256,), 10  # every model of the chapter: 784-256-16, 10 epochs of 31 steps
 digits = load_mnist5k()
@@ -116,7 +116,9 @@ def per_digit_elbo(key, model, x, num_samples=10):
 # Many different $(R, D)$ pairs have the same ELBO. The $\beta$-VAE objective (Higgins et al., 2017)
 # minimizes $D + \beta R$ instead: $\beta > 1$ buys a cheaper code with more distortion, $\beta < 1$ the
 # reverse. At the best $(R, D)$ for a given $\beta$ the achievable curve $D(R)$ has slope $-\beta$, so a
-# sweep over $\beta$ traces the curve. Only $\beta = 1$ maximizes the ELBO.
+# sweep over $\beta$ traces the curve. Only $\beta = 1$ maximizes the ELBO. (Our models are short runs,
+# not optima, so the curve they trace is what this training budget achieves, an upper bound on the best
+# achievable one.)
 #
 # A common bug is a $\beta$ in disguise: averaging the reconstruction term over the 784 pixels while summing
 # the KL over the latent dimensions minimizes $D / 784 + R$, which is $D + 784 R$ up to a factor: $\beta =
@@ -258,7 +260,7 @@ for i, beta in enumerate((0.25, 1.0, 8.0)):
     image_grid(
         np.asarray(m.reconstruct(show)), ncols=8, ax=axes[1 + i], title=f"reconstructions, β = {beta:g}"
     )
-    image_grid(
+    image_grid(  # the same key, so the same draws z for each model
         np.asarray(m.sample(k_samples, 8)), ncols=8, ax=axes[4 + i], title=f"prior samples, β = {beta:g}"
     )
 for beta in BETAS:
@@ -284,7 +286,7 @@ assert kept["reconstructions, beta = 8"] < kept["reconstructions, beta = 1"] - 0
 #   came from (against 92% for the digits themselves). Prior samples are smooth and alike.
 # - **High rate ($\beta = 0.25$, 41 nats).** Reconstructions keep the digit (about 87%), but prior samples
 #   look broken, and worse than at $\beta = 1$: the decoder has learned to read precise codes, and a prior
-#   draw is rarely one. Section 2 measures why.
+#   draw is rarely one (Section 2 finds this model's aggregate posterior 34 nats from the prior).
 # - The ELBO's own choice, $\beta = 1$, sits in between. Neither end is "better": the curve is a menu, and
 #   the ELBO picks the point where one nat of rate costs one nat of distortion.
 #
@@ -300,7 +302,8 @@ assert kept["reconstructions, beta = 8"] < kept["reconstructions, beta = 1"] - 0
 #
 # the information a code carries about which digit it came from, plus the distance from the **aggregate
 # posterior** $q_\phi(z)$ (the codes of all the digits together) to the prior. Only the first part is
-# useful to the decoder; the second is what makes prior draws land where no digit's code is. With $q(x)$
+# useful to the decoder; the second is the part of the rate spent on codes that, taken together, do not
+# look like the prior, which is what makes prior draws unlike codes. With $q(x)$
 # uniform on $N$ digits, $I_q(x; z) \le \log N$ (Exercise 3). `vae_lib.diagnostics.elbo_surgery` estimates
 # both parts on $N = 2{,}000$ training digits ($\log N = 7.6$ nats).
 #
@@ -376,9 +379,9 @@ assert sweep[8.0]["holes_means"] > 0.95 and np.all(np.diff([sweep[b]["holes_mean
 #   about 13 nats at $\beta = 1$ and 34 at $\beta = 0.25$. As $\beta$ grows, the rate shrinks mostly through
 #   that part: 5.6 nats at $\beta = 2$, 0.4 at $\beta = 8$, where the mutual information is 1.6.
 # - **Holes.** From $\beta = 1$ upwards the hole fraction falls with $\mathrm{KL}(q(z) \,\|\, p(z))$: about
-#   21%, 15%, 6% and 2% of prior draws land in holes. This is Chapter 4's finding made quantitative: the
-#   holes are the marginal KL seen locally, and the KL term shrinks them only as far as $\beta$ makes it.
-#   Below $\beta = 1$ the two part ways: the marginal KL more than doubles while the hole fraction stays
+#   21%, 15%, 6% and 2% of prior draws land in holes. This is Chapter 4's observation, that the KL term
+#   pulls the codes towards the prior without making them fill it, measured along $\beta$: a stronger pull
+#   leaves fewer holes, at the price of a worse reconstruction. Below $\beta = 1$ the two part ways: the marginal KL more than doubles while the hole fraction stays
 #   around 23% to 28%. Past the ceiling, each posterior is a narrow bump that picks out its digit, and the
 #   extra marginal KL describes how spiky the mixture of 2,000 bumps is, at a scale smaller than the
 #   distance between neighbouring codes, which a nearest-neighbour test does not see. The hole fraction is
@@ -431,7 +434,8 @@ assert eigenvalues[0] < SIGMA2 and abs(eigenvalues[0] - 5.2) < 0.2 and abs(eigen
 #
 # For each: the test ELBO (the true one, $\beta = 1$, under the model's own $\sigma^2$), the rate, the active
 # units (Burda et al., 2016), the number of dimensions with a KL above 0.1 nats, and the test $\log p(x)$
-# (`importance_log_likelihood`, $k = 50$), with its paired difference from the collapsed model.
+# (`importance_log_likelihood`, $k = 50$: a lower bound in expectation that tightens as $k$ grows, so
+# models are compared at equal $k$), with its paired difference from the collapsed model.
 
 # %%
 steps_per_epoch = len(x_train) // 128
@@ -478,7 +482,7 @@ print(
     np.round(h["test_kl"], 2),
 )
 collapsed_rec = np.asarray(base["model"].reconstruct(x_test_grey))  # (1000, 784): E[x | z = mu(x)]
-collapsed_draws = np.asarray(base["model"].sample(k_samples, 100))  # E[x|z] for 100 prior draws
+collapsed_draws = np.asarray(base["model"].sample(k_draws, 100))  # E[x|z] for 100 prior draws
 print(f"collapsed model: largest pixel std across the 1,000 test reconstructions {collapsed_rec.std(0).max():.4f}; "
       f"across 100 decoded prior draws {collapsed_draws.std(0).max():.3f} (test digits: "
       f"{np.asarray(x_test).std(0).max():.3f})")  # fmt: skip
@@ -527,7 +531,8 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 ax = axes[0]
 width = 0.16
 for i, (name, g) in enumerate(gauss.items()):
-    ax.bar(np.arange(LATENT) + (i - 2) * width, np.sort(g["kl_dims"])[::-1], width, label=name)
+    label = f"{name} (rate {g['R'].mean():.2f})"
+    ax.bar(np.arange(LATENT) + (i - 2) * width, np.sort(g["kl_dims"])[::-1], width, label=label)
 ax.set_xlabel("latent dimension (sorted by its KL)")
 ax.set_ylabel("E_x KL(q(z_j|x) || N(0, 1)) (nats)")
 ax.set_title("KL per latent dimension, test digits")
@@ -539,7 +544,7 @@ for name in ("collapsed (beta = 1)", "KL warm-up"):
 ax.set_yscale("log")
 ax.set_xlabel("epoch")
 ax.set_ylabel("rate R on the test digits (nats, log scale)")
-ax.set_title("Warm-up: the rate rises while β is small, then collapses")
+ax.set_title("Warm-up: a high rate while β is small, gone before β = 1")
 ax2 = ax.twinx()
 ax2.plot(
     gauss["KL warm-up"]["hist"]["epoch"], gauss["KL warm-up"]["hist"]["beta"], "k:", label="β of the warm-up"
@@ -577,7 +582,10 @@ gain_rescaled = log_px_rescaled - base["log_px"]
 print(f"beta = 0.1 networks with sigma^2 = {BETA_LOW * SIGMA2:.3f}: test log p(x) = {log_px_rescaled.mean():.1f}, "
       f"{gain_rescaled.mean():+.1f} against the collapsed model, "
       f"{gap_rescaled.mean():+.2f} +- {se(gap_rescaled):.2f} against the learned-sigma^2 model")  # fmt: skip
-assert abs(gap_rescaled.mean()) < 0.03 * gauss["learned sigma^2"]["d_log_px"].mean()
+assert (
+    abs(gap_rescaled.mean()) < 15
+    and gain_rescaled.mean() > 0.95 * gauss["learned sigma^2"]["d_log_px"].mean()
+)
 
 # %% [markdown]
 # The $\beta = 0.1$ networks, evaluated with the variance their $\beta$ implies, come within about 7 nats of
@@ -675,11 +683,10 @@ assert d_elbo.mean() > 4 * se(d_elbo) and d_logpx.mean() > 4 * se(d_logpx) and a
 # digits in this figure; sample quality is not measured in this chapter.
 
 # %%
+k_show = jax.random.fold_in(k_samples, 4)  # one key for both figures' rows: each model draws from its prior
 fig, axes = plt.subplots(2, 1, figsize=(6, 2))
-image_grid(
-    np.asarray(normal_model.sample(k_samples, 10)), ncols=10, ax=axes[0], title="samples, N(0, I) prior"
-)
-image_grid(np.asarray(vamp_model.sample(k_samples, 10)), ncols=10, ax=axes[1], title="samples, VampPrior")
+image_grid(np.asarray(normal_model.sample(k_show, 10)), ncols=10, ax=axes[0], title="samples, N(0, I) prior")
+image_grid(np.asarray(vamp_model.sample(k_show, 10)), ncols=10, ax=axes[1], title="samples, VampPrior")
 plt.tight_layout()
 plt.show()
 
@@ -769,6 +776,19 @@ plt.show()
 # $\sigma^2$ (at most 16 directions), and compare with the rates the nonlinear models of section 3 reached.
 
 
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# The cell finds 12 used directions at $\sigma^2 = 1$ (rate 4.4 nats), 4 at $\sigma^2 = e$ (0.6 nats), none
+# at $\sigma^2 = e^2$, and all 16 at the learned $\sigma^2 \approx 0.73$ (6.7 nats). The collapsed nonlinear
+# model matches the linear prediction at $e^2$ (rate 0.02). With the learned variance the nonlinear model
+# spends more, 8.4 nats: a nonlinear decoder can use a code in ways no linear one can, so the linear
+# threshold is a guide, not a bound. As a fixed $\sigma^2$ grows, the linear model switches its units off
+# one by one, the direction with the smallest eigenvalue first; the largest, 5.2, is the last to go.
+#
+# </details>
+
+
 # %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true}
 # Solution to exercise 2: try it yourself first, then run this cell.
 def ppca_rate(sigma2, lam=eigenvalues[:LATENT]):  # at most LATENT directions can be used
@@ -786,19 +806,6 @@ print(f"measured, nonlinear decoder: sigma^2 = e^2: rate {gauss['collapsed (beta
 assert ppca_rate(SIGMA2) == (0, 0.0) and gauss["collapsed (beta = 1)"]["R"].mean() < 0.1
 assert ppca_rate(1.0)[0] == 12 and ppca_rate(math.e)[0] == 4
 assert ppca_rate(learned_sigma2)[1] < gauss["learned sigma^2"]["R"].mean()
-
-# %% [markdown]
-# <details><summary>Solution</summary>
-#
-# The cell finds 12 used directions at $\sigma^2 = 1$ (rate 4.4 nats), 4 at $\sigma^2 = e$ (0.6 nats), none
-# at $\sigma^2 = e^2$, and all 16 at the learned $\sigma^2 \approx 0.73$ (6.7 nats). The collapsed nonlinear
-# model matches the linear prediction at $e^2$ (rate 0.02). With the learned variance the nonlinear model
-# spends more, 8.4 nats: a nonlinear decoder can use a code in ways no linear one can, so the linear
-# threshold is a guide, not a bound.
-# Where the eigenvalues cross $\sigma^2$ is where a too-large fixed variance starts switching units off,
-# largest eigenvalue first.
-#
-# </details>
 
 # %% [markdown]
 # ### Exercise 3: ELBO surgery on a finite data set
