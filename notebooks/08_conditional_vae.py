@@ -36,7 +36,9 @@
 # once, briefly explained where it is.
 #
 # All log-likelihoods and ELBOs are in **nats per digit** (summed over pixels and latent dimensions,
-# averaged over test digits), with standard errors over the test digits ("± SE").
+# averaged over test digits), with standard errors over the test digits ("± SE"). Those measure how well
+# 1,000 (or 200) test digits pin down a trained model's average; they do not include the variation between
+# training runs, and one seed shows one run.
 
 # %%
 import os
@@ -139,9 +141,9 @@ x_test_bin = np.asarray(binarize(k_bin, x_test))  # (1000, 784) of 0 and 1, fixe
 # ## 2. A referee: a digit classifier
 #
 # "Is this sample a 7?" cannot be settled by eye for thousands of samples, and eyes are lenient. We train a
-# small convolutional classifier on the 4,000 training digits (`vae_lib.sample_metrics`; random shifts,
-# rotations and scalings of each batch let it generalize from so few digits) and use it as a measuring
-# instrument.
+# small convolutional classifier on the 4,000 training digits (`vae_lib.sample_metrics`; it moves every
+# training batch by random shifts, rotations and scalings, a standard way to get more out of few digits)
+# and use it as a measuring instrument.
 
 # %%
 classifier = train_digit_classifier(k_clf, x_train, y_train)
@@ -321,11 +323,12 @@ assert knn["CVAE 20-D"] > 0.75 and knn["VAE 20-D"] > 0.85
 # ## 4. A 2-D style code: the label does the work
 #
 # A code of two numbers has no room for both the class and the style, so a model that wants a good ELBO
-# must take the class from the label. We use $Z = 2$, 30 epochs, and one more device: the first 3 of the 30 epochs are trained with the KL term weighted by
-# $\beta = 20$ (the weight of Chapter 7; `fit` takes a schedule). With $z$ nearly switched off, the decoder
-# can only lower its loss by using the label, so it learns ten class templates first; from epoch 4 on
-# $\beta = 1$, the ordinary ELBO, and $z$ learns the style around the templates. Exercise 2 trains the same
-# model without this warm start and measures what it changes. The unconditional 2-D VAE used for comparison
+# must take the class from the label. We use $Z = 2$, 30 epochs, and one more device: the first 3 of the
+# 30 epochs are trained with the KL term weighted by $\beta = 20$ (the weight of Chapter 7; `fit` takes a
+# schedule). The idea: with $z$ nearly switched off, the decoder can lower its loss only by using the
+# label, so it should learn ten class templates first; from epoch 4 on $\beta = 1$, the ordinary ELBO, and
+# $z$ can learn the style around the templates. Exercise 2 trains the same model without this warm start
+# and measures what it changes. The unconditional 2-D VAE used for comparison
 # gets exactly the same schedule and epochs.
 
 # %%
@@ -484,7 +487,8 @@ assert swap_req2 > 0.85 and swap_orig2 < 0.05
 # the label under which the digit is most likely. Taking logs,
 #
 # $$
-# \log p_\theta(x \mid y) - \log p_\theta(x) \;=\; \log p_\theta(y \mid x) - \log p(y) \;=\; \log 10 + \log p_\theta(y \mid x) \;\le\; \log 10 .
+# \log p_\theta(x \mid y) - \log p_\theta(x) \;=\; \log p_\theta(y \mid x) - \log p(y)
+#   \;=\; \log 10 + \log p_\theta(y \mid x) \;\le\; \log 10 .
 # $$
 #
 # So (1) knowing the label raises a digit's log-likelihood by at most $\log 10 \approx 2.30$ nats, reached
@@ -527,14 +531,17 @@ log_p = {  # latent -> (log p(x | y = c) of the CVAE (N, 10), log p(x) of the VA
              np.asarray(vae_lib.importance_log_likelihood(k_v20, vae20, x_test_bin[:N20], num_samples=K20))),
 }  # fmt: skip
 # the quadrature against an independent estimate: IWAE (k = 200) is below it on average, and close
-iw_check = np.asarray(
-    vae_lib.importance_log_likelihood(k_check, cvae2, x_test_bin[:100], y=y_test[:100], num_samples=200)
-)
-quad_check = log_p["2-D"][0][np.arange(100), y_test[:100]]
-print(
-    f"2-D CVAE, first 100 test digits: quadrature {quad_check.mean():.2f}, IWAE (k = 200) {iw_check.mean():.2f}"
-)
-assert 0.0 < quad_check.mean() - iw_check.mean() < 1.5
+k_check_c, k_check_v = jax.random.split(k_check)
+x_check = x_test_bin[:100]
+iw_check = {
+    "CVAE": vae_lib.importance_log_likelihood(k_check_c, cvae2, x_check, y=y_test[:100], num_samples=200),
+    "VAE": vae_lib.importance_log_likelihood(k_check_v, vae2, x_check, num_samples=200),
+}
+quad_check = {"CVAE": log_p["2-D"][0][np.arange(100), y_test[:100]], "VAE": log_p["2-D"][1][:100]}
+for name in iw_check:
+    quad_mean, iw_mean = float(np.mean(quad_check[name])), float(np.mean(iw_check[name]))
+    print(f"2-D {name}, first 100 test digits: quadrature {quad_mean:.2f}, IWAE (k = 200) {iw_mean:.2f}")
+    assert 0.0 < quad_mean - iw_mean < 1.5
 
 rows = {}
 for name, (lp_each, lp_vae) in log_p.items():
@@ -585,24 +592,26 @@ assert abs(r20["vs_vae"][0]) < 1.5 and 0.0 < r20["given_y_vs_vae"][0] < np.log(1
 #   cross-entropy on the test digits.
 # - **2-D, CVAE against VAE.** The CVAE's model of unlabelled digits beats the 2-D VAE at the same budget
 #   by ≈ 25 nats per digit ($\log p_\theta(x) \approx -138$ against $\approx -163$). With the label summed out,
-#   the CVAE is a VAE with an extra *discrete* latent variable, a mixture of ten 2-D manifolds of digits, one per class; a
-#   single 2-D manifold must fit all classes at once.
+#   the CVAE is a VAE with an extra *discrete* latent variable, a mixture of ten 2-D manifolds of digits,
+#   one per class; a single 2-D manifold must fit all classes at once. (The comparison is at equal
+#   architecture and epochs, not equal information: the CVAE saw the labels during training.)
 # - **20-D.** The label is worth ≈ 1.0 nats on average (median ≈ 1.8, below the 2.30 of a certain model):
 #   the model's own classifier is right for only ≈ 65% of the digits, and a wrong label costs only ≈ 4 nats
-#   (≈ 97 for the 2-D model), in line with Section 3, where the label hardly changed the samples. The CVAE's $\log p_\theta(x)$ and the 20-D VAE's agree within the error
-#   bars; its $\log p_\theta(x \mid y)$ is above the VAE's $\log p_\theta(x)$ by less than $\log 10$.
+#   (≈ 97 for the 2-D model), in line with Section 3, where the label hardly changed the samples. The
+#   CVAE's $\log p_\theta(x)$ and the 20-D VAE's agree within the error bars; its $\log p_\theta(x \mid y)$ is
+#   above the VAE's $\log p_\theta(x)$ by less than $\log 10$.
 #
 # The cell checks the identity $\log p(x \mid y) - \log p(x) = \log 10 + \log p(y \mid x)$ and the bound
 # $\le \log 10$ digit by digit. The 20-D numbers are
 # importance-sampled lower bounds; the 2-D ones are exact up to the grid, and the independent IWAE
-# estimate lies just below the quadrature, as it should.
+# estimates lie just below the quadrature for both 2-D models, as they should.
 #
 # ## 6. Conditioning on half an image: inpainting
 #
-# The condition does not have to be a label. In the experiments of Sohn et al. (2015) it is part of an
-# image, and the CVAE generates the rest: given the **top half** of a digit (its first 14 rows, 392 pixels),
-# complete the **bottom half**. Many completions are plausible (the top of a 7 may end as a 7 or a 9), so a
-# good model should offer several.
+# The condition does not have to be a label. In the MNIST experiments of Sohn et al. (2015) it is part of
+# the image (some of its quarters), and the CVAE generates the rest. Here: given the **top half** of a
+# digit (its first 14 rows, 392 pixels), complete the **bottom half**. Many completions are plausible (the
+# top of a 7 may end as a 7 or a 9), so a good model should offer several.
 #
 # We keep the course's names: $x$ is what is generated (the 392 bottom pixels, binary) and $y$ the condition
 # (the 392 top pixels). The model is the CVAE of Section 1 with $y$ a vector of 392 pixels instead of ten
@@ -760,8 +769,9 @@ assert 0.55 < read_true_cvae < read_true_base < 0.95
 # and there the CVAE wins by ≈ 20 nats.
 #
 # Sohn et al. (2015) go further: they learn the prior $p_\theta(z \mid y)$ instead of fixing it (a
-# "prior network"), and they note that a model trained through $q_\phi(z \mid x, y)$ but sampled from
-# the prior behaves differently at test time, which they correct with a hybrid objective. Exercise 3 asks
+# "prior network"), and since the decoder is trained on codes from $q_\phi(z \mid x, y)$ but used at test
+# time on codes from the prior, they also train it on prior codes (their "Gaussian stochastic neural
+# network") and combine the two objectives. Exercise 3 asks
 # whether the *label* CVAE of Section 4, which never saw a half digit, can do the same job.
 #
 # ## Summary
@@ -796,7 +806,11 @@ assert 0.55 < read_true_cvae < read_true_base < 0.95
 # %% [markdown]
 # <details><summary>Solution</summary>
 #
-# $\mathbb{E}_{p(y) p_\theta(x \mid y)}\big[\log p_\theta(x \mid y) - \log p_\theta(x)\big] = \mathbb{E}\big[\log \frac{p_\theta(x, y)}{p_\theta(x)\, p(y)}\big] = I(x; y)$,
+# $$
+# \mathbb{E}_{p(y)\, p_\theta(x \mid y)}\big[\log p_\theta(x \mid y) - \log p_\theta(x)\big]
+#   = \mathbb{E}\Big[\log \frac{p_\theta(x, y)}{p_\theta(x)\, p(y)}\Big] = I(x; y),
+# $$
+#
 # and $0 \le I(x; y) \le H(y) = \log 10$ (the second since $I(x; y) = H(y) - H(y \mid x)$ and $H(y \mid x) \ge 0$
 # for a discrete $y$). Equality with $\log 10$ means $H(y \mid x) = 0$: the class can be read off every digit
 # without error.
@@ -830,17 +844,17 @@ elbo_plain = vae_lib.evaluate_elbo(k_e1, cvae2_plain, x_test_bin, y=y_test).elbo
 print("accuracy per label, warm start:", np.round(acc2, 2), f"overall {acc2.mean():.1%}")
 print("accuracy per label, beta = 1:  ", np.round(acc2_plain, 2), f"overall {acc2_plain.mean():.1%}")
 print(f"test ELBO: warm start {float(elbo_warm):.1f}, beta = 1 throughout {float(elbo_plain):.1f}")
-assert 0.85 < acc2_plain.mean() < acc2.mean() and abs(float(elbo_warm - elbo_plain)) < 2.0
+assert 0.85 < acc2_plain.mean() < acc2.mean() and acc2_plain[1] < acc2[1] - 0.05
+assert abs(float(elbo_warm - elbo_plain)) < 2.0
 
 # %% [markdown]
 # <details><summary>Solution</summary>
 #
 # Without the warm start, ≈ 95% of the samples are read as the requested digit instead of ≈ 97%, and
-# almost all of the difference is in the 1s (≈ 68% instead of ≈ 83%); the test ELBOs differ by less than
-# half a nat (≈ −139.6 without, ≈ −140.0 with: three epochs at $\beta = 20$ are three epochs not spent on the
-# ELBO). So a 2-D code already does most of the work, and the warm start adds a little, for nearly
-# nothing. This is one run of each: it shows what the warm start did here, not how much it does in
-# general (try other keys).
+# most of the difference is in the 1s (≈ 68% instead of ≈ 83%); the test ELBOs differ by ≈ 0.4 nats
+# (≈ −139.6 without, ≈ −140.0 with). So the 2-D code does most of the work, and the warm start adds a
+# little, at no visible cost in ELBO. This is one run of each: it shows what the warm start did here, not
+# how much it does in general (try other keys).
 #
 # </details>
 #
