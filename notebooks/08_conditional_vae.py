@@ -790,7 +790,7 @@ assert 0.55 < read_true_cvae < read_true_base < 0.95
 # - $\log p(x \mid y) - \log p(x) = \log 10 + \log p(y \mid x) \le \log 10$: a label is worth at most
 #   $\log 10$ nats per digit, and a CVAE contains a classifier. Summing out the label turned the 2-D CVAE into
 #   a much better model of unlabelled digits than a 2-D VAE (≈ 25 nats).
-# - With the top half of a digit as the condition, the CVAE inpaints: several sharp, different completions
+# - With the top half of a digit as the condition, the CVAE inpaints: several sharper, different completions
 #   where the top is ambiguous, and a much higher conditional log-likelihood than a deterministic
 #   predictor, whose single answer is a blurred average.
 #
