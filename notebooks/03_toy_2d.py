@@ -627,14 +627,15 @@ assert img.min() > -2.5 and img.max() < 12.5  # the whole grid lands on (roughly
 #
 # **Which latent direction becomes which data direction?** The marginal likelihood $p(x)$ does not care:
 # rotate the latent plane ($z \mapsto Rz$, decoder $\mu_\theta(R^\top z)$) and, since $p(z) = \mathcal{N}(0,
-# I)$ is rotation-invariant, $p(x)$ is unchanged. The ELBO is *not* rotation-invariant: the rotated
-# posterior of a point has covariance $R \Sigma R^\top$, which is no longer diagonal unless $\Sigma$ is round,
-# and the encoder can only output diagonal covariances. So a VAE with a diagonal $q$ prefers orientations in
-# which the true posteriors are axis-aligned (Rolinek et al., 2019, show that this pushes VAEs towards
-# PCA-like directions). Only where the posteriors are round is the ELBO indifferent, since a round Gaussian
-# stays diagonal under any rotation. Here they are mildly elongated (the median ratio of a posterior's two
-# standard deviations, printed above, is about 1.3), so the ELBO does prefer some orientations of this
-# map to others.
+# I)$ is rotation-invariant, $p(x)$ is unchanged. The ELBO is *not* rotation-invariant: every exact posterior
+# rotates with the model, so a Gaussian $q$ that matched one with a diagonal covariance $\Sigma$ would now
+# need $R \Sigma R^\top$, which is not diagonal unless $\Sigma$ is round, and the encoder can only output
+# diagonal covariances. So a VAE with a diagonal $q$ prefers orientations in which the posteriors are
+# axis-aligned (Rolinek et al., 2019, show that this pushes VAEs towards PCA-like directions); only if every
+# posterior were round would the ELBO be indifferent. Here the encoder's posteriors are mildly elongated
+# (the median ratio of a posterior's two standard deviations, printed above, is about 1.3), so rotating this
+# trained model by an angle other than a multiple of $90°$ would make its $q$ non-diagonal, and the best
+# diagonal $q$ would give a lower ELBO.
 #
 # ## 6. Exact log-likelihood, the ELBO and the gap
 #
@@ -648,7 +649,8 @@ assert img.min() > -2.5 and img.max() < 12.5  # the whole grid lands on (roughly
 #   (`vae_lib.importance_log_likelihood`, the IWAE bound), which should lie between the two.
 #
 # Since $\log p(x) - \text{ELBO}(x) = \mathrm{KL}(q(z \mid x)\,\|\,p(z \mid x)) \ge 0$, the difference of
-# the averages is the mean KL between the encoder and the true posterior: a number we can now state.
+# the averages is the mean $\mathrm{KL}(q(z \mid x)\,\|\,p(z \mid x))$, a measure of how far the encoder is
+# from the true posterior, and a number we can now state.
 #
 # Every row is an average over the same 2,000 test points, and the points differ far more from each other
 # than the methods do, so the useful standard errors are those of the **paired** differences (the spread
@@ -722,9 +724,9 @@ assert abs(logp - LOG_DET + 5.00) < 0.01
 #   expectation, and with $K = 1000$ it is all but exact here.
 # - The model is about 0.024 nats (standard error 0.004) below the **true** distribution (about
 #   $-2.725$; the dequantized density is $P(k)$ on each cell, so this is $\mathbb{E}\log P(k)$ plus
-#   $\sum_i \log s_i$). The best Gaussian is
-#   about 0.12 nats below the truth, which is all a latent variable could ever add on these data; the VAE
-#   gets most of it.
+#   $\sum_i \log s_i$). The best Gaussian is about 0.12 nats below the truth, which is all that any model,
+#   with a latent variable or not, could add to it on these data in expectation (no density scores higher
+#   than the true one on average); the VAE gets about four fifths of it.
 # - In the original units, subtract $\sum_i \log s_i \approx 2.25$: the model's $\log p(y)$ is about
 #   $-5.00$ nats per example, against $-4.976$ for $\log P(k)$ of the true distribution. By the Jensen
 #   bound of section 2, the model's own log-*probability* of the lattice test sites is at least the
