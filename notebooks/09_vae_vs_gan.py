@@ -436,7 +436,8 @@ plt.show()
 # Every sample score below works in the feature space of a small digit classifier trained on the real
 # training digits: `vae_lib.sample_metrics.train_digit_classifier` (two stride-2 convolutions and a dense
 # layer of 128 ReLU units, whose outputs are the *features*; random shifts, rotations and rescalings of
-# every batch; one `lax.scan`). Trained once here, it is reused by every metric, and by Chapter 8.
+# every batch; one `lax.scan`). It is trained once here and reused by every metric; Chapter 8 uses the same
+# tool to check that its samples are the digits it was asked for.
 
 # %%
 key, k_clf = jax.random.split(key)
@@ -473,7 +474,8 @@ assert accuracy >= 0.97, accuracy
 # and covariances are noisy, and the noise adds (roughly $\operatorname{tr}\Sigma / n$ per set). We
 # therefore compute the same distance between the 4,000 real training digits and the 1,000 test digits,
 # and every model's distance between 4,000 of its samples and the same 1,000 test digits: equal set sizes,
-# so the floor is what a perfect model would score.
+# so the floor is roughly what a perfect model would score. (Roughly: the classifier was trained on those
+# training digits, so their features may be a little more typical than those of new digits would be.)
 #
 # ### 2.3 Precision and recall
 #
@@ -716,7 +718,8 @@ assert 2 < log_px_vae.mean() - float(terms.elbo) < 12
 # 3. Not true even when the article was written: VAEs model text (Bowman et al., 2016), molecules
 #    (Gómez-Bombarelli et al., 2018), single-cell gene expression (Lopez et al., 2018) and speech (the
 #    VQ-VAE, van den Oord et al., 2017), and the autoencoder in front of today's latent diffusion image
-#    generators is KL-regularized, a VAE (Rombach et al., 2022). Section 4 measures three uses.
+#    generators is a VAE with a small KL weight, or a VQ-VAE (Rombach et al., 2022). Section 4 measures
+#    three uses.
 #
 # The issues the article does not name, each measured below: blur, posterior collapse, latents that are
 # hard to interpret, and evaluation.
@@ -1198,8 +1201,8 @@ display(Markdown("\n".join(table)))
 # | --- | --- | --- |
 # | [1] Kingma & Welling (2014), *Auto-Encoding Variational Bayes*, "Advances in Neural Information Processing Systems (pp. 2672-2680)" | wrong venue and pages; NIPS 2014, pp. 2672–2680 is the GAN paper | ICLR 2014, arXiv:1312.6114; the pages belong to Goodfellow et al., *Generative Adversarial Nets*, NIPS 27 (2014) |
 # | [2] Rezende, Mohamed & **Salakhutdinov** (2014), NIPS pp. 2691–2700 | wrong third author and venue | Rezende, Mohamed & Wierstra, ICML 2014, PMLR 32(2):1278–1286, arXiv:1401.4082 |
-# | [3] Do & Zhang (2014), *Variational Autoencoders: A Review*, arXiv:1411.1623 | we found no such review | reviews that exist: Doersch (2016), arXiv:1606.05908; Kingma & Welling (2019), arXiv:1906.02691 |
-# | [4] Bouritsas & Larochelle (2016), *The Isometric Variational Autoencoder*; [5] Hsu & Chang (2016), *Latent Variable Models for Deep Learning*; [20] Long, Ganapathi, Zhang & Tschannen (2017); [21]–[23] Chen, Kang & Zhang, *Distance-Preserving Autoencoders* | we found no record of these papers ([22] and [23] are the same title twice) | none: drop them |
+# | [3] Do & Zhang (2014), *Variational Autoencoders: A Review*, arXiv:1411.1623 | we could not find such a review | reviews that exist: Doersch (2016), arXiv:1606.05908; Kingma & Welling (2019), arXiv:1906.02691 |
+# | [4] Bouritsas & Larochelle (2016), *The Isometric Variational Autoencoder*; [5] Hsu & Chang (2016), *Latent Variable Models for Deep Learning*; [20] Long, Ganapathi, Zhang & Tschannen (2017); [21]–[23] Chen, Kang & Zhang, *Distance-Preserving Autoencoders* | we could not find these papers ([22] and [23] are the same title twice) | none: drop them |
 # | [6] Mnih, Salimans, Graves et al. (2016), *Machine Learning with Human-Level Performance*, arXiv:1502.01565 | no such paper | the "human-level" paper is Mnih et al., *Human-level control through deep reinforcement learning*, Nature 518:529–533 (2015) |
 # | [7] Radford, Metz & Chintala (2020), *DALL-E: Creating Images from Text*, URL of "dalle-2" | wrong authors, year and model | DALL·E: Ramesh et al., ICML 2021, arXiv:2102.12092 (it uses a discrete VAE); DALL·E 2: Ramesh et al. (2022), arXiv:2204.06125; Radford, Metz & Chintala wrote the DCGAN paper |
 # | [8] Rasmus et al. (2020), *DARTS: The Discrete Reparameterization Trick for Bayesian Inference in Deep Models* | DARTS is *Differentiable Architecture Search* | Liu, Simonyan & Yang, ICLR 2019, arXiv:1806.09055; the discrete reparameterization is the Gumbel-softmax (Jang, Gu & Poole, ICLR 2017) and the Concrete distribution (Maddison, Mnih & Teh, ICLR 2017) |

@@ -251,6 +251,8 @@ def test_bad_inputs_name_the_argument(digits_grey):
         sm.classify(clf, np.zeros((2, 100), np.float32))
     with pytest.raises(ValueError, match="x must lie in"):
         sm.classify(clf, np.full((2, 784), 255.0, np.float32))
+    with pytest.raises(ValueError, match="channels must be two ints"):
+        sm.DigitClassifier(channels=(8, 8, 8), rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="classifier"):
         sm.classify(object(), np.zeros((2, 784), np.float32))
     x, y = digits_grey.x_train[:100], digits_grey.y_train[:100]

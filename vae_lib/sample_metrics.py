@@ -5,15 +5,16 @@ A log-likelihood scores a model on held-out data; it does not say whether the mo
 the data, and a GAN has no likelihood at all. These tools score samples instead, all in the feature space of
 a classifier trained on real digits:
 
-- ``train_digit_classifier``: a two-convolution network trained with Optax on given digits (about 98% on
-  the 1,000 held-out digits of ``load_mnist5k`` at the defaults), and ``classify``, which returns its
-  features and logits for a batch of images.
-- ``frechet_distance``: the Fréchet (2-Wasserstein) distance between Gaussians fitted to two feature sets
-  (Heusel et al., 2017, with the Inception network replaced by this classifier, so the numbers are not
-  FIDs and are comparable only with each other); ``gaussian_frechet_distance`` from the moments.
+- ``train_digit_classifier``: a two-convolution network trained with Optax on given digits, each batch
+  moved by ``random_affine`` (about 98% on the 1,000 held-out digits of ``load_mnist5k`` at the
+  defaults), and ``classify``, which returns its features and logits for a batch of images.
+- ``frechet_distance``: the Fréchet distance (the squared 2-Wasserstein distance) between Gaussians
+  fitted to two feature sets (Heusel et al., 2017, with the Inception network replaced by this
+  classifier, so the numbers are not FIDs and are comparable only with each other);
+  ``gaussian_frechet_distance`` from the moments.
 - ``precision_recall``: the share of samples that fall inside the real data's k-nearest-neighbour balls
   (precision: quality) and the share of real data inside the samples' balls (recall: diversity), as
-  defined by Kynkäänniemi et al. (2019).
+  defined by Kynkäänniemi et al. (2019), with ``knn_radii`` for the balls.
 
 The distances are computed in NumPy float64 on the host: they are evaluated once per feature set, and the
 Fréchet distance subtracts traces of similar size, which float32 would round away.
@@ -44,7 +45,10 @@ class DigitClassifier(nnx.Module):
     """
 
     def __init__(self, *, channels: tuple[int, int] = (16, 32), hidden: int = 128, rngs: nnx.Rngs):
-        c1, c2 = _checks.int_sequence("channels", channels, allow_empty=False)
+        channels = _checks.int_sequence("channels", channels)
+        if len(channels) != 2:
+            raise ValueError(f"channels must be two ints (the two convolutions' widths), got {channels}")
+        c1, c2 = channels
         hidden = _checks.positive_int("hidden", hidden)
         self.conv1 = nnx.Conv(1, c1, (5, 5), strides=2, rngs=rngs)
         self.conv2 = nnx.Conv(c1, c2, (3, 3), strides=2, rngs=rngs)
@@ -115,7 +119,7 @@ def train_digit_classifier(
     test accuracy. The whole run (shuffles, augmentation, every step) is one ``jax.lax.scan``.
 
     Args:
-      key: PRNG key (initialization, shuffling, shifts); the same key gives the same classifier.
+      key: PRNG key (initialization, shuffling, augmentation); the same key gives the same classifier.
       x: images, shape ``(N, 784)``, values in [0, 1].
       y: integer labels in ``0..9``, shape ``(N,)``.
       epochs: passes over the data; the last partial batch of each is dropped.
