@@ -33,7 +33,8 @@
 #   prior holes, and what it buys in test $\log p(x)$ at an equal training budget.
 #
 # **Prerequisites**: Chapter 2 (the ELBO, the Gaussian KL), Chapter 4 (VAEs on the digits, binarization,
-# `importance_log_likelihood`, ELBO surgery, the hole fraction). Notation as before: encoder
+# `importance_log_likelihood`, ELBO surgery, the hole fraction). Chapter 6 (the linear VAE is
+# probabilistic PCA) helps with section 3 but is not required. Notation as before: encoder
 # $q_\phi(z \mid x) = \mathcal{N}(\mu(x), \operatorname{diag} \sigma^2(x))$, decoder $p_\theta(x \mid z)$,
 # prior $p(z)$.
 #
@@ -403,7 +404,7 @@ assert sweep[8.0]["holes_means"] > 0.95 and np.all(np.diff([sweep[b]["holes_mean
 # eigenvalues of the pixel covariance. For a **linear** decoder the answer is exact: the ELBO's optimum is
 # probabilistic PCA, which uses a latent direction only along a principal component whose eigenvalue
 # $\lambda_j$ exceeds $\sigma^2$ (Tipping & Bishop, 1999; Lucas et al., 2019, who make this the centre of
-# their account of posterior collapse).
+# their account of posterior collapse; Chapter 6 checks it number by number).
 
 # %%
 x_train_grey, x_test_grey = jnp.asarray(x_train), jnp.asarray(x_test)
