@@ -281,7 +281,8 @@ plt.show()
 # \max_{\theta, \phi}\ \mathrm{ELBO} = \max_\theta \log p_\theta(x) \quad\text{(pPCA's optimum)}.
 # $$
 #
-# For any other rotation $R$, $M = R^\top \Lambda_k R$ is not diagonal, the diagonal $q$ cannot match the
+# For any other rotation $R$ (other than permuting the latent axes or flipping their signs, and as long
+# as the $\lambda_i$ differ), $M = R^\top \Lambda_k R$ is not diagonal, the diagonal $q$ cannot match the
 # correlated posterior, and the ELBO is strictly lower. So the ELBO keeps pPCA's optimum but **breaks its
 # rotational symmetry**: it prefers the $W$ whose columns are orthogonal and point along the
 # eigenvectors. This is the identifiability result of Lucas et al. (2019), and we check it below.
@@ -487,7 +488,7 @@ ax.axhline(gap1, color="C3", ls="--", label=f"exact gap after {STEPS} steps: {ga
 ax.axvline(WARM, color="grey", lw=0.8, ls=":")
 ax.text(WARM + 8, 100, "learning rate\nstarts to decay", fontsize=8)
 ax.set(xlabel="full-batch step", ylabel="nats per digit", title="The linear VAE (k = 1) converges to pPCA")
-ax.legend(fontsize=8)
+ax.legend(fontsize=8, loc="lower left")
 plt.show()
 gap_at = {s: float(np.abs(gap_hist[s - 1 : s + 9]).mean()) for s in (10, 100, 300)}
 print(
