@@ -9,15 +9,15 @@ Layers, each importing only those above it in this list:
 3. ``models``: Flax NNX encoders and decoders (MLP, conditional MLP and convolutional) and ``VAE``;
    ``priors``: learned priors (mixture of Gaussians, VampPrior).
 4. ``training``, ``evaluation``, ``diagnostics`` (and ``checkpoint``): Optax training, log-likelihood
-   estimates, diagnostics of the latent space; ``sample_metrics``: a digit classifier, Fréchet distance
-   and precision/recall in its feature space.
+   estimates, diagnostics of the latent space; ``sharding``: the device mesh for data-parallel training;
+   ``sample_metrics``: a digit classifier, Fréchet distance and precision/recall in its feature space.
 5. ``data`` and ``plotting``, at the edges.
 
 Private modules: ``_checks`` (argument checks), ``_inputs`` (the check where data meets a model),
 ``_cpu_conv`` and ``_fast_bernoulli`` (CPU speed-ups, each behind one function with a plain fallback).
 """
 
-from vae_lib import diagnostics, discrete, likelihoods, priors, sample_metrics
+from vae_lib import diagnostics, discrete, likelihoods, priors, sample_metrics, sharding
 from vae_lib.checkpoint import load_checkpoint, save_checkpoint
 from vae_lib.distributions import (
     bernoulli_log_prob,
@@ -40,6 +40,7 @@ from vae_lib.objectives import (
     log_mean_exp,
     reparameterize,
 )
+from vae_lib.sharding import data_mesh
 from vae_lib.training import NonFiniteLossError, TrainState, fit
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "VAE",
     "bernoulli_log_prob",
     "conv_vae",
+    "data_mesh",
     "decode_samples",
     "diagnostics",
     "discrete",
@@ -80,5 +82,6 @@ __all__ = [
     "reparameterize",
     "sample_metrics",
     "save_checkpoint",
+    "sharding",
     "standard_normal_log_prob",
 ]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vae_lib import _checks, _inputs
+from vae_lib import _checks, _inputs, sharding
 from vae_lib.distributions import standard_normal_log_prob
 from vae_lib.likelihoods import LIKELIHOODS
 from vae_lib.objectives import ElboTerms, elbo_per_example, log_importance_weights
@@ -31,9 +31,47 @@ def _pad_chunks(a: jax.Array | None, size: int) -> jax.Array | None:
     return a.reshape(-1, size, *a.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "num_samples", "analytic_kl"))
-def _elbo_chunks(graphdef, state, key, xs, ys, *, likelihood, num_samples, analytic_kl):
+def _chunking(mesh, batch_size: int, x, y):
+    """The examples per chunk (no more than the data needs) and, over several processes, all their rows.
+
+    With a ``mesh`` the chunk's rows are split over its data axis, so their number must be a multiple of
+    the axis size. Each process passes its own rows (as in ``fit``); they are gathered so that every
+    process holds the same chunks, which the kernels then split over the devices (``_split``).
+    """
+    devices = 1 if mesh is None else sharding.check_mesh(mesh)
+    if mesh is not None and jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        x, y = multihost_utils.process_allgather((x, y), tiled=True)
+    batch_size = min(batch_size, -(-x.shape[0] // devices) * devices)
+    if batch_size % devices:  # rounding it here would change the chunks, hence the samples drawn
+        raise ValueError(
+            f"batch_size ({batch_size}) must be a multiple of the mesh's data axis size ({devices}) "
+            f"(e.g. {-(-batch_size // devices) * devices})"
+        )
+    return batch_size, x, y
+
+
+def _split(mesh, xs, ys):
+    """The chunks' rows split over the mesh's data axis (a sharding constraint; no-op without a mesh)."""
+    if mesh is None:
+        return xs, ys
+    return jax.lax.with_sharding_constraint((xs, ys), sharding.rows(mesh, 3, axis=1))
+
+
+def _gather(mesh, out):
+    """Per-example results put back whole on every device, so that every process can read them."""
+    return out if mesh is None else jax.lax.with_sharding_constraint(out, sharding.replicated(mesh))
+
+
+def _replicate(mesh, tree):
+    return tree if mesh is None else sharding.replicate(mesh, tree)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "num_samples", "analytic_kl", "mesh"))
+def _elbo_chunks(graphdef, state, key, xs, ys, *, likelihood, num_samples, analytic_kl, mesh):
     model = nnx.merge(graphdef, state)
+    xs, ys = _split(mesh, xs, ys)
     keys = jax.random.split(key, xs.shape[0])
 
     def one(args):
@@ -51,7 +89,7 @@ def _elbo_chunks(graphdef, state, key, xs, ys, *, likelihood, num_samples, analy
         )
 
     rec, kl = jax.lax.map(one, (keys, xs, ys))  # (C, B) each
-    return rec.reshape(-1), kl.reshape(-1)
+    return _gather(mesh, (rec.reshape(-1), kl.reshape(-1)))
 
 
 def evaluate_elbo(
@@ -63,6 +101,7 @@ def evaluate_elbo(
     batch_size: int = 500,
     num_samples: int = 1,
     analytic_kl: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> ElboTerms:
     """The ELBO of a data set: mean over examples of a Monte Carlo estimate with ``z ~ q(z|x)``.
 
@@ -76,34 +115,36 @@ def evaluate_elbo(
       batch_size: examples per chunk (memory only, not the result).
       num_samples: samples of ``z`` per example.
       analytic_kl: closed-form KL or its Monte Carlo estimate (always the estimate for a learned prior).
+      mesh: split each chunk's examples over this mesh's ``"data"`` axis (as ``fit(..., mesh=)`` does);
+        ``batch_size`` must then be a multiple of the axis size; with several processes, each passes its
+        own rows. The result equals the one without a mesh (the same chunks, so the same samples).
 
     Returns:
       ``ElboTerms`` of dataset means (``objective`` equals ``elbo``: beta = 1).
     """
     key = _checks.key("key", key)
     x, y = _inputs.model_data(model, x, y)
-    batch_size = min(_checks.positive_int("batch_size", batch_size), x.shape[0])
     num_samples = _checks.positive_int("num_samples", num_samples)
     analytic_kl = _checks.boolean("analytic_kl", analytic_kl)
+    batch_size, x, y = _chunking(mesh, _checks.positive_int("batch_size", batch_size), x, y)
     graphdef, state = nnx.split(model)
     rec, kl = _elbo_chunks(
         graphdef,
-        state,
-        key,
-        _pad_chunks(x, batch_size),
-        _pad_chunks(y, batch_size),
+        *_replicate(mesh, (state, key, _pad_chunks(x, batch_size), _pad_chunks(y, batch_size))),
         likelihood=model.likelihood,
         num_samples=num_samples,
         analytic_kl=analytic_kl,
+        mesh=mesh,
     )
     n = x.shape[0]
     rec, kl = rec[:n].mean(), kl[:n].mean()
     return ElboTerms(objective=rec - kl, elbo=rec - kl, reconstruction=rec, kl=kl)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "num_chunks", "chunk"))
-def _iwae_chunks(graphdef, state, key, xs, ys, *, likelihood, num_chunks, chunk):
+@functools.partial(jax.jit, static_argnames=("graphdef", "likelihood", "num_chunks", "chunk", "mesh"))
+def _iwae_chunks(graphdef, state, key, xs, ys, *, likelihood, num_chunks, chunk, mesh):
     model = nnx.merge(graphdef, state)
+    xs, ys = _split(mesh, xs, ys)
 
     def per_batch(args):
         kb, xb, yb = args  # (B, D), (B, C) or None
@@ -126,7 +167,7 @@ def _iwae_chunks(graphdef, state, key, xs, ys, *, likelihood, num_chunks, chunk)
         return total
 
     keys = jax.random.split(key, xs.shape[0])
-    return jax.lax.map(per_batch, (keys, xs, ys)).reshape(-1)
+    return _gather(mesh, jax.lax.map(per_batch, (keys, xs, ys)).reshape(-1))
 
 
 def importance_log_likelihood(
@@ -138,6 +179,7 @@ def importance_log_likelihood(
     num_samples: int = 1000,
     batch_size: int = 100,
     sample_chunk: int = 100,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jax.Array:
     """Importance-sampled estimate of ``log p(x)`` per example (``IWAE_k`` with the encoder as proposal).
 
@@ -153,6 +195,7 @@ def importance_log_likelihood(
       num_samples: ``k``, a multiple of ``sample_chunk`` (or smaller than it).
       batch_size: examples per chunk (memory only).
       sample_chunk: samples decoded at once (memory only).
+      mesh: split each chunk's examples over this mesh's ``"data"`` axis (see ``evaluate_elbo``).
 
     Returns:
       Estimates of shape ``(N,)`` in nats.
@@ -160,20 +203,18 @@ def importance_log_likelihood(
     key = _checks.key("key", key)
     x, y = _inputs.model_data(model, x, y)
     k = _checks.positive_int("num_samples", num_samples)
-    batch_size = min(_checks.positive_int("batch_size", batch_size), x.shape[0])
     chunk = min(_checks.positive_int("sample_chunk", sample_chunk), k)
     if k % chunk:
         raise ValueError(f"num_samples ({k}) must be a multiple of sample_chunk ({chunk})")
+    batch_size, x, y = _chunking(mesh, _checks.positive_int("batch_size", batch_size), x, y)
     graphdef, state = nnx.split(model)
     total = _iwae_chunks(
         graphdef,
-        state,
-        key,
-        _pad_chunks(x, batch_size),
-        _pad_chunks(y, batch_size),
+        *_replicate(mesh, (state, key, _pad_chunks(x, batch_size), _pad_chunks(y, batch_size))),
         likelihood=model.likelihood,
         num_chunks=k // chunk,
         chunk=chunk,
+        mesh=mesh,
     )
     return total[: x.shape[0]] - math.log(k)
 
