@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,8 @@ from tqdm import tqdm
 
 from vae_lib import _checks, _inputs
 from vae_lib._fast_bernoulli import bernoulli
-from vae_lib.checkpoint import load_checkpoint, save_checkpoint
+from vae_lib._run_config import describe, differences, fingerprint, model_description, normalized
+from vae_lib.checkpoint import check_storable, load_checkpoint, save_checkpoint
 from vae_lib.evaluation import evaluate_elbo
 from vae_lib.objectives import elbo, log_importance_weights, log_mean_exp
 
@@ -190,9 +192,10 @@ def _check_fit_args(model, x_train, y_train, x_test, y_test, **kw) -> tuple[_Con
         beta = jnp.float32(_checks.real("beta", beta, minimum=0.0))
     if free_bits is not None:
         free_bits = jnp.float32(_checks.real("free_bits", free_bits, minimum=0.0))
+    resume = _checks.boolean("resume", kw["resume"])
     if kw["checkpoint_path"] is not None:
-        _checks.path("checkpoint_path", kw["checkpoint_path"])
-    if _checks.boolean("resume", kw["resume"]) and kw["checkpoint_path"] is None:
+        _check_checkpoint_path(kw["checkpoint_path"], resume=resume)
+    elif resume:
         raise ValueError("resume=True needs a checkpoint_path")
     _checks.boolean("progress", kw["progress"])
     config = _Config(
@@ -258,9 +261,20 @@ def fit(
       x_test: optional held-out data, evaluated after every epoch (must be binary for Bernoulli).
       optimizer: an Optax transformation to use instead of ``optax.adam(learning_rate)``. Pass the same
         object again to reuse the compiled epoch.
-      checkpoint_path: if given, the ``TrainState`` (parameters, optimizer state, key, epoch, history) is
-        written there after every epoch.
-      resume: continue from ``checkpoint_path`` if it exists.
+      checkpoint_path: if given, the ``TrainState`` (parameters, optimizer state, key, epoch, history) and
+        the run's settings are written there after every epoch (atomically), and when ``fit`` is
+        interrupted (``KeyboardInterrupt``). Checked before the first epoch: it must be a file path in a
+        folder that can be written, and with ``resume=False`` no file may exist there (``fit`` never
+        overwrites a file it did not write in this run).
+      resume: continue from ``checkpoint_path`` if it exists. The checkpoint must come from a run with the
+        same settings: the model (architecture, activations, likelihood), the optimizer (``learning_rate``,
+        or the ``optimizer``'s structure and the numbers in its closures, such as Adam's ``b1``, ``b2``,
+        ``eps`` or a schedule's constants; not arrays or other objects it holds), ``batch_size``, ``beta``
+        (value or schedule), ``analytic_kl``, ``binarize``, ``objective``, ``num_samples``, ``free_bits``,
+        ``key``, and the data (a SHA-256 of ``x_train``, ``y_train``, ``x_test``, ``y_test``, including
+        whether ``x_test`` is given). Any difference is a ``ValueError`` that lists each one. Only
+        ``epochs`` may change, and only upwards (``epochs`` equal to the checkpoint's returns it without
+        training); ``progress`` and the file's name may change too.
       progress: show a progress bar with the running loss.
       objective: ``"elbo"``, or ``"iwae"`` to maximize the bound ``IWAE_k``, ``k = num_samples``.
       num_samples: samples of ``z`` per example: for the ELBO's Monte Carlo estimate, or ``k`` of IWAE.
@@ -282,42 +296,60 @@ def fit(
         or infinite. Training stops; the model (and the checkpoint) keep the state from the end of the
         last complete epoch, and the error names the first step whose loss was not finite (a non-finite
         update shows in the loss of the next step).
+      ValueError: a bad argument; a ``checkpoint_path`` that cannot be written, or that exists with
+        ``resume=False``; a resume with other settings, or from a file that is not such a checkpoint.
+      KeyboardInterrupt: re-raised, after writing the last completed epoch's checkpoint (given a path).
+
+    Whatever stops ``fit`` (an error, ``KeyboardInterrupt``), the model holds the parameters of the last
+    completed epoch, as it does between epochs.
     """
     config, v = _check_fit_args(**locals())  # every argument of fit, by name
     params = nnx.state(model)
     state = TrainState(params, config.optimizer.init(params), v["key"], 0, _new_history(v, config))
+    run = None  # the run's settings, stored with each checkpoint
+    if checkpoint_path is not None:
+        run = _run_settings(model, config, v, state, learning_rate if optimizer is None else None)
     if resume and Path(checkpoint_path).exists():
-        state = _restore(checkpoint_path, state)
+        state = _restore(checkpoint_path, state, run, v["epochs"])
+    saved = state.epoch  # the last epoch whose state is on disk
     num_batches = v["data"][0].shape[0] // config.batch_size
     bar = _progress_bar(state.epoch, v["epochs"], progress)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        ekey = jax.random.fold_in(state.key, epoch)
-        first_step = jnp.int32(epoch * num_batches)
-        params, opt_state, losses, elbos, finite = _train_epoch(
-            config, state.params, state.opt_state, ekey, first_step, v["data"], v["hyper"]
-        )
-        if not (bool(finite) and bool(jnp.all(jnp.isfinite(losses)))):
-            bar.close()
-            nnx.update(model, state.params)
-            raise _non_finite(losses, epoch, num_batches, state.history)
-        history = state.history
-        history["epoch"].append(epoch + 1)
-        history["train_loss"].append(float(jnp.mean(losses)))
-        history["train_elbo"].append(float(jnp.mean(elbos)))
-        if config.beta_schedule is not None:
-            history["beta"].append(float(config.beta_schedule(first_step + num_batches - 1)))
-        if v["x_test"] is not None:
-            nnx.update(model, params)
-            terms = evaluate_elbo(jax.random.fold_in(ekey, 1), model, v["x_test"], y=v["y_test"])
-            history["test_elbo"].append(float(terms.elbo))
-            history["test_reconstruction"].append(float(terms.reconstruction))
-            history["test_kl"].append(float(terms.kl))
-        history["seconds"].append(time.perf_counter() - t0)
-        state = TrainState(params, opt_state, state.key, epoch + 1, history)
-        bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", refresh=False)
-        if checkpoint_path is not None:
-            _save(checkpoint_path, state)
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            ekey = jax.random.fold_in(state.key, epoch)
+            first_step = jnp.int32(epoch * num_batches)
+            params, opt_state, losses, elbos, finite = _train_epoch(
+                config, state.params, state.opt_state, ekey, first_step, v["data"], v["hyper"]
+            )
+            if not (bool(finite) and bool(jnp.all(jnp.isfinite(losses)))):
+                raise _non_finite(losses, epoch, num_batches, state.history)
+            history = {name: list(values) for name, values in state.history.items()}  # a copy: an
+            # epoch that does not complete leaves no trace
+            history["epoch"].append(epoch + 1)
+            history["train_loss"].append(float(jnp.mean(losses)))
+            history["train_elbo"].append(float(jnp.mean(elbos)))
+            if config.beta_schedule is not None:
+                history["beta"].append(float(config.beta_schedule(first_step + num_batches - 1)))
+            if v["x_test"] is not None:
+                nnx.update(model, params)
+                terms = evaluate_elbo(jax.random.fold_in(ekey, 1), model, v["x_test"], y=v["y_test"])
+                history["test_elbo"].append(float(terms.elbo))
+                history["test_reconstruction"].append(float(terms.reconstruction))
+                history["test_kl"].append(float(terms.kl))
+            history["seconds"].append(time.perf_counter() - t0)
+            state = TrainState(params, opt_state, state.key, epoch + 1, history)
+            nnx.update(model, state.params)  # the model holds the last completed epoch at every point
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", refresh=False)
+            if checkpoint_path is not None:
+                _save(checkpoint_path, state, run)
+                saved = state.epoch
+    except BaseException as e:  # an error, or KeyboardInterrupt: keep the last completed epoch
+        bar.close()
+        nnx.update(model, state.params)
+        if isinstance(e, KeyboardInterrupt) and checkpoint_path is not None and state.epoch > saved:
+            _save(checkpoint_path, state, run)
+        raise
     bar.close()
     nnx.update(model, state.params)
     return state.history
@@ -343,18 +375,116 @@ def _new_history(v: dict, config: _Config) -> History:
     return {name: [] for name in names}
 
 
-def _save(path, state: TrainState) -> None:
-    """The arrays of ``state`` as a tree ``(params, opt_state, key)``, epoch and history as metadata."""
+def _check_checkpoint_path(path, *, resume: bool) -> None:
+    """Refuse, before any training, a ``checkpoint_path`` that ``fit`` could not write or must not replace."""
+    p = Path(_checks.path("checkpoint_path", path))
+    if p.is_dir():
+        raise ValueError(f"checkpoint_path {p} is a folder; give a file in it, e.g. {p / 'run.ckpt.npz'}")
+    if p.exists() and not p.is_file():
+        raise ValueError(f"checkpoint_path {p} exists and is not a regular file")
+    if p.exists() and not resume:
+        raise ValueError(
+            f"checkpoint_path {p} already exists and resume=False: fit does not overwrite a file it did not "
+            "write in this run. To continue the run saved there, pass resume=True; to start a new run, give "
+            "another checkpoint_path (or delete that file first)"
+        )
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:  # the folders fit would create
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"checkpoint_path {p} cannot be created: {folder} is a file, not a folder")
+    try:  # the only reliable test of permissions, quotas and read-only file systems is to write
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"checkpoint_path {p} cannot be written: creating a file in {folder} fails ({e.strerror or e})"
+        ) from None
+
+
+def _run_settings(model, config: _Config, v: dict, state: TrainState, learning_rate) -> dict:
+    """What a run's result depends on besides ``epochs``, as JSON: stored with each checkpoint, compared
+    on resume (see ``fit``'s ``resume``). Also checks, before any training, that the state can be saved."""
+    check_storable((state.params, state.opt_state, state.key))
+    (x, y), hyper = v["data"], v["hyper"]
+    settings = {
+        "model": model_description(model),
+        "likelihood": model.likelihood,
+        "optimizer": describe(config.optimizer),
+        "learning_rate": learning_rate,  # None when an optimizer is given (it holds its own)
+        "batch_size": config.batch_size,
+        "beta": describe(config.beta_schedule) if config.beta_schedule is not None else float(hyper[0]),
+        "free_bits": None if hyper[1] is None else float(hyper[1]),
+        "analytic_kl": config.analytic_kl,
+        "binarize": config.binarize,
+        "objective": config.objective,
+        "num_samples": config.num_samples,
+        "key": describe(v["key"]),
+        "x_train": fingerprint(x),
+        "y_train": fingerprint(y),
+        "x_test": fingerprint(v["x_test"]),
+        "y_test": fingerprint(v["y_test"]),
+    }
+    return normalized(settings)
+
+
+def _save(path, state: TrainState, run: dict | None = None) -> None:
+    """The arrays of ``state`` as a tree ``(params, opt_state, key)``; epoch, history and the run's
+    settings as metadata."""
     save_checkpoint(
-        path, (state.params, state.opt_state, state.key), {"epoch": state.epoch, "history": state.history}
+        path,
+        (state.params, state.opt_state, state.key),
+        {"epoch": state.epoch, "history": state.history, "config": run},
     )
 
 
-def _restore(path, like: TrainState) -> TrainState:
+def _restore(path, like: TrainState, run: dict, epochs: int) -> TrainState:
+    """The state saved at ``path``, after checking that it continues the run described by ``run``."""
     (params, opt_state, key), meta = load_checkpoint(path, (like.params, like.opt_state, like.key))
-    if not isinstance(meta.get("epoch"), int) or not isinstance(meta.get("history"), dict):
+    epoch, history, stored = meta.get("epoch"), meta.get("history"), meta.get("config")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(history, dict):
         raise ValueError(f"{path} was not written by fit (its metadata lacks epoch, history)")
-    return TrainState(params, opt_state, key, meta["epoch"], meta["history"])
+    if not isinstance(stored, dict):
+        raise ValueError(
+            f"{path} holds no run settings (it was written by fit before vae_lib stored them, or not by "
+            "fit), so a resume cannot check that it continues the same run; start a new run with another "
+            "checkpoint_path"
+        )
+    diffs = differences(stored, run)
+    if diffs:
+        raise ValueError(
+            f"checkpoint {path} was written by a run with other settings, so resuming would not continue "
+            "that run:\n  " + "\n  ".join(diffs) + "\nResume with the stored settings (only epochs may "
+            "grow), or start a new run with another checkpoint_path"
+        )
+    if not 0 <= epoch <= epochs:
+        raise ValueError(
+            f"checkpoint {path} holds {epoch} completed epochs, more than epochs={epochs}: pass "
+            f"epochs >= {epoch} to continue it (epochs={epoch} returns it unchanged)"
+            if epoch > epochs
+            else f"checkpoint {path} is not what fit writes: epoch = {epoch}"
+        )
+    _check_history(path, history, epoch, like.history)
+    return TrainState(params, opt_state, key, epoch, {name: list(history[name]) for name in like.history})
+
+
+def _check_history(path, history: dict, epoch: int, like: History) -> None:
+    """A stored history must have ``like``'s lists, each of ``epoch`` numbers, ``epoch`` counting 1, 2, ..."""
+    bad = None
+    if set(history) != set(like):
+        bad = f"its history has the lists {sorted(history)}, expected {sorted(like)}"
+    else:
+        for name, values in history.items():
+            if not isinstance(values, list) or len(values) != epoch:
+                bad = f"its history's {name!r} is not a list of {epoch} numbers"
+            elif not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in values):
+                bad = f"its history's {name!r} holds values that are not numbers"
+            if bad:
+                break
+        if bad is None and history["epoch"] != list(range(1, epoch + 1)):
+            bad = f"its history's 'epoch' is not 1, ..., {epoch}"
+    if bad:
+        raise ValueError(f"checkpoint {path} is not what fit writes: {bad}")
 
 
 def _non_finite(losses: jax.Array, epoch: int, num_batches: int, history: History) -> NonFiniteLossError:
