@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["mlp_throughput.py", "conv_throughput.py", "eval_speed.py", "notebook_times.py"]
+SCRIPTS = ["mlp_throughput.py", "conv_throughput.py", "eval_speed.py", "scaling.py", "notebook_times.py"]
 
 
 def main() -> int:
