@@ -140,7 +140,7 @@ for lam in (0.5, 0.9, 0.99):
           f"{numeric:.3f}   C(lambda) = {c:.3f}")  # fmt: skip
 
 # %% [markdown]
-# So we make the data binary, as the papers that report MNIST log-likelihoods do (Salakhutdinov &
+# So we make the data binary, as many papers that report MNIST log-likelihoods do (Salakhutdinov &
 # Murray, 2008): read each grey level as the probability that the pixel is on, and draw
 # $x^{\text{bin}}_d \sim \text{Bernoulli}(x_d)$. Two uses:
 #
@@ -334,12 +334,15 @@ plt.show()
 #
 # `vae_lib.conv_vae` builds the architecture of the Keras VAE example: two stride-2 3x3 convolutions
 # (28 -> 14 -> 7 pixels), a dense layer, and a decoder that mirrors it. Each of the decoder's 2x
-# upsampling steps is a convolution to four times the channels followed by *depth-to-space* (the
-# "sub-pixel convolution" of Shi et al., 2016). With 3x3 kernels, this contains the Keras example's 3x3
-# stride-2 transposed convolution as a special case (the `ConvDecoder` docstring gives the construction; it
-# is not a claim about every kernel size). Convolutions share their weights across the image, so the model
-# has far fewer parameters than the MLP, but they cost more arithmetic per digit, so an epoch takes longer
-# on a CPU (the timings printed below show by how much on your machine). To learn as much as possible from
+# upsampling steps is a **2x2** convolution to four times the channels followed by *depth-to-space* (the
+# "sub-pixel convolution" of Shi et al., 2016). Such a step contains every 3x3 stride-2 transposed
+# convolution, the Keras example's upsampling, as a special case (7 of its 16 weights per pair of channels
+# fixed at zero; the `ConvDecoder` docstring gives the construction and the library's tests check it). That
+# is a statement about 3x3 transposed convolutions, not about every kernel size. Convolutions share their
+# weights across the image, so the model has far fewer parameters than the MLP, but they cost more
+# arithmetic per digit (each weight is applied at every position of the image); how much longer an epoch
+# takes depends on the machine, and here also on the smaller batches chosen next (the timings printed
+# below). To learn as much as possible from
 # 2 epochs we halve the default channels to (16, 32), widen the dense layer from 16 to 64 units (a 16-unit
 # layer in front of a 20-D latent learns slowly), and take more, smaller steps (batches of 32, step size
 # $2 \times 10^{-3}$).
@@ -533,7 +536,11 @@ print(f"test ELBO, 20-D: {elbo20.mean():.1f}   2-D: {elbo2.mean():.1f}   "
       f"difference {d_elbo.mean():.1f} +- {se(d_elbo):.1f} nats per digit (paired)")  # fmt: skip
 print(f"KL term,   20-D: {kl20.mean():.1f}    2-D: {kl2.mean():.1f}    ratio {kl20.mean() / kl2.mean():.1f}")
 assert abs(d_elbo.mean() - 55) < 10 and d_elbo.mean() > 20 * se(d_elbo)
+d_rec = rec20 - rec2
+print(f"reconstruction term gained {d_rec.mean():.1f} nats for {d_kl.mean():.1f} more nats of KL "
+      f"(ratio {d_rec.mean() / d_kl.mean():.1f})")  # fmt: skip
 assert abs(kl20.mean() / kl2.mean() - 4.6) < 1.5
+assert abs(d_rec.mean() / d_kl.mean() - 3.8) < 0.8
 
 k_b2, k_b20, k_s20b = jax.random.split(k_blur, 3)
 samples2, samples20 = model2.sample(k_s2, 60), model20.sample(k_s20b, 60)
@@ -552,16 +559,19 @@ assert abs(blur["2-D"] / blur["20-D"] - 1.8) < 0.4
 
 # %% [markdown]
 # The 20-D model's test ELBO is higher by about 55 nats per digit (paired standard error about 1). Its
-# encoder also sends the decoder more information: a KL term about 4.6 times the 2-D model's, spent on
-# details that two numbers cannot hold, and paid back many times over in the reconstruction term.
+# encoder also sends the decoder more information: a KL term about 4.6 times the 2-D model's (about 20
+# nats more), spent on details that two numbers cannot hold, and paid back almost four times over in the
+# reconstruction term (about 75 nats more; printed).
 #
 # The samples differ as the numbers suggest, and in a way worth seeing. The **2-D** samples are smooth and
 # blurry: the pixel probabilities are greyer (their mean $p(1 - p)$ is about 1.8 times the 20-D samples'),
 # because two numbers cannot pin down a digit's details, and the decoder outputs the average of the digits
 # that share a code. Most look like one of a few prototypes, with blends where classes meet; some are no
 # digit at all (grey smudges, broken rings). The **20-D** samples have sharper, more varied strokes, but
-# many are not clearly any digit. A higher ELBO means a better model of the test digits, not
-# necessarily nicer-looking samples; section 7 measures where the samples' codes lie.
+# many are not clearly any digit. A higher ELBO is only a higher lower bound; that the 20-D model is the
+# better model of the test digits needs $\log p(x)$ itself, which section 8 estimates (about 58 nats
+# higher). A better likelihood does not necessarily mean nicer-looking samples; section 7 measures where
+# the samples' codes lie.
 #
 # ## 6. Interpolation
 #
@@ -637,22 +647,29 @@ k_pairs, k_prior20 = jax.random.split(k_interp)
 pairs = np.asarray(jax.random.choice(k_pairs, 1000, (600, 2)))
 pairs = pairs[y_test[pairs[:, 0]] != y_test[pairs[:, 1]]][:300]  # 300 pairs of different classes
 t_in = np.linspace(0.0, 1.0, 10, dtype=np.float32)[1:-1]  # the 8 interior points
-neither, mid_ratio = {}, {}
+neither, mid_ratio, per_pairs, cosines = {}, {}, {}, {}
 for name, model, path in [("2-D", model2, lerp), ("20-D", model20, lerp), ("20-D slerp", model20, slerp)]:
     mu = np.asarray(model.encode(jnp.asarray(x_test_bin))[0])
     z = np.stack([path(mu[a], mu[b], t_in) for a, b in pairs])  # (300, 8, Z)
     labels = nn_labels(model.mean_of(model.decode(jnp.asarray(z.reshape(-1, z.shape[-1]))))).reshape(300, 8)
     ends = y_test[pairs]  # (300, 2)
     per_pair = ((labels != ends[:, :1]) & (labels != ends[:, 1:])).mean(axis=1)  # (300,)
-    neither[name] = (per_pair.mean(), se(per_pair))
+    neither[name], per_pairs[name] = (per_pair.mean(), se(per_pair)), per_pair
     mid = np.linalg.norm(z[:, 3:5].mean(axis=1), axis=1)  # near the midpoint t = 1/2
     mid_ratio[name] = np.mean(mid / np.linalg.norm(mu[pairs], axis=2).mean(axis=1))
+    ua, ub = (mu[pairs[:, i]] / np.linalg.norm(mu[pairs[:, i]], axis=1, keepdims=True) for i in (0, 1))
+    cosines[name] = float(np.mean(np.sum(ua * ub, axis=1)))  # mean cos of the angle between the two codes
     print(f"{name:<10}: interior points labelled neither end's digit: {neither[name][0]:.1%} +- "
-          f"{neither[name][1]:.1%}; norm near the midpoint / mean norm of the ends: {mid_ratio[name]:.2f}")  # fmt: skip
+          f"{neither[name][1]:.1%}; norm near the midpoint / mean norm of the ends: {mid_ratio[name]:.2f}; "
+          f"mean cos(angle between the ends) {cosines[name]:+.2f}")  # fmt: skip
+d_slerp = per_pairs["20-D slerp"] - per_pairs["20-D"]  # the same 300 pairs: a paired difference
+print(f"slerp minus straight line, 20-D: {d_slerp.mean():+.1%} +- {se(d_slerp):.1%} (paired)")
 assert neither["2-D"][0] - neither["20-D"][0] > 0.1
 assert abs(neither["2-D"][0] - 0.51) < 0.1 and abs(neither["20-D"][0] - 0.13) < 0.06
 assert abs(neither["20-D slerp"][0] - neither["20-D"][0]) < 0.05 and mid_ratio["20-D slerp"] > 0.95
 assert abs(mid_ratio["2-D"] - 0.83) < 0.1 and abs(mid_ratio["20-D"] - 0.70) < 0.08
+assert abs(cosines["2-D"] - 0.39) < 0.15 and abs(cosines["20-D"]) < 0.1
+assert abs(d_slerp.mean() - 0.018) < 0.02  # measured: +1.8 +- 0.4 points
 
 # %% [markdown]
 # Over 300 pairs, about 51% of the interior points of a 2-D path decode to a third digit, against about
@@ -662,17 +679,22 @@ assert abs(mid_ratio["2-D"] - 0.83) < 0.1 and abs(mid_ratio["20-D"] - 0.70) < 0.
 # **Why the midpoint shrinks in high dimension.** For two independent draws $a, b \sim \mathcal{N}(0, I_d)$,
 # $\|a\|^2 \approx d$, while the midpoint $(a + b)/2 \sim \mathcal{N}(0, \tfrac12 I_d)$ has
 # $\|(a + b)/2\|^2 \approx d/2$: its norm is $1/\sqrt2 \approx 0.71$ times theirs. (In general
-# $\|(a + b)/2\| = \|a\| \sqrt{(1 + \cos\theta)/2}$ for $\|a\| = \|b\|$ at angle $\theta$, and independent
-# high-dimensional vectors are nearly orthogonal.) In 2-D the norm of a Gaussian vector varies so much from
-# draw to draw that this means little. In 20-D the prior's mass sits in a thin shell, $\|z\| \approx
-# \sqrt{20} \approx 4.5$ with a standard deviation of about 0.7, and a norm of $0.71 \cdot 4.5 \approx 3.2$ is
-# rare under the prior (next cell): the midpoint of two typical codes is an atypical one. The 20-D
-# encoder means behave the same way (the ratio printed above is about 0.70 for 20-D, and about 0.83 for
-# 2-D, where codes of two digits are seldom at right angles). *Spherical interpolation* (slerp; White,
+# $\|(a + b)/2\| = \|a\| \sqrt{(1 + \cos\theta)/2}$ for $\|a\| = \|b\|$ at angle $\theta$.) On average the
+# ratio is about the same in any dimension for centred, isotropic draws, since $\mathbb{E}\cos\theta = 0$
+# in every dimension; what high dimension adds is *concentration*: independent high-dimensional vectors are
+# nearly orthogonal and their norms nearly equal, so almost every midpoint is that short. In 2-D the angle
+# and the norm vary so much from draw to draw that the average means little. In 20-D the prior's mass sits
+# in a thin shell, $\|z\| \approx \sqrt{20} \approx 4.5$ with a standard deviation of about 0.7, and a norm
+# of $0.71 \cdot 4.5 \approx 3.2$ is rare under the prior (next cell): the midpoint of two typical codes is
+# an atypical one. The 20-D encoder means behave the same way (the ratio printed above is about 0.70). The
+# 2-D model's ratio, about 0.83, is higher for another reason: its codes sit off-centre (section 4), so two
+# codes tend to point the same way (the mean cosine of the angle between a pair's codes, printed above, is
+# about +0.4 in 2-D and about 0 in 20-D). *Spherical interpolation* (slerp; White,
 # 2016, for generative models) walks along the great circle between the two codes with the norm
 # interpolated linearly, so the path stays in the shell (ratio about 1.0, printed). For these models it
 # changes little in what the path decodes to: the third row of the figure looks like the second, and the
-# share of interior points labelled as a third digit is about the same as for the straight line. The norm
+# share of interior points labelled as a third digit is, if anything, slightly *higher* than on the straight
+# line, by about 1.8 percentage points (paired standard error 0.4, printed above). The norm
 # argument says where a straight path goes, not that this decoder fails there.
 
 # %%
@@ -722,10 +744,10 @@ for name, model, kk in zip(["2-D", "20-D"], [model2, model20], jax.random.split(
     print(f"      largest share {mixes[name].max():.0%}, digits under 5%: {int(np.sum(mixes[name] < 0.05))}")
 
 # %%
-assert abs(holes["2-D"]["prior"] - 0.375) < 0.1 and holes["2-D"]["aggregate posterior"] < 0.06
-assert abs(holes["20-D"]["prior"] - 0.44) < 0.1 and holes["20-D"]["aggregate posterior"] < 0.08
-assert mixes["2-D"][0] + mixes["2-D"][1] > 0.5 and np.sum(mixes["2-D"] < 0.05) >= 3
-assert mixes["20-D"].max() < 0.2 and np.sum(mixes["20-D"] < 0.05) == 0
+assert abs(holes["2-D"]["prior"] - 0.375) < 0.1 and abs(holes["2-D"]["aggregate posterior"] - 0.025) < 0.02
+assert abs(holes["20-D"]["prior"] - 0.44) < 0.1 and abs(holes["20-D"]["aggregate posterior"] - 0.04) < 0.03
+assert abs(mixes["2-D"][0] + mixes["2-D"][1] - 0.66) < 0.15 and np.sum(mixes["2-D"] < 0.05) >= 3
+assert abs(mixes["20-D"].max() - 0.15) < 0.05 and np.sum(mixes["20-D"] < 0.05) == 0
 
 # %% [markdown]
 # *(Numbers from this run; the asserts keep them in bands.)*
@@ -736,12 +758,15 @@ assert mixes["20-D"].max() < 0.2 and np.sum(mixes["20-D"] < 0.05) == 0
 #   two thirds of the decoded prior samples, and four digits get under 5% each (sevens almost never).
 # - **20-D.** About 44% of the prior samples fall in holes, against about 4% of the aggregate posterior's
 #   samples: nearly half the codes a sampler feeds the decoder are unlike any code it was trained on. The
-#   label mix, by contrast, is close to the data's (no digit above 15% or under 5%): the nearest training
+#   label mix, by contrast, is close to the data's 10% per digit (largest share about 15%, none under 5%):
+#   the nearest training
 #   digit of a decoded sample can be any digit, even when the sample itself is a poor one (compare the
 #   samples of section 5).
 #
-# Chapter 1's autoencoder, sampled the same way, did worse (its Exercise 3), because its codes were never
-# pulled towards $\mathcal{N}(0, I)$ at all. But the VAE's holes are not closed either.
+# Chapter 1's 2-D autoencoder, sampled the same way (its Exercise 3), put more of its prior samples in
+# holes, about 69% against the 2-D VAE's 38%, because its codes were never pulled towards
+# $\mathcal{N}(0, I)$ at all (their standard deviations were about 4 to 5); its label mix was about as
+# lopsided (30% zeros, five digits under 5%). So the KL term helps. But the VAE's holes are not closed.
 #
 # **What the KL term does, and what it does not.** Averaged over the training digits, the KL term of the
 # ELBO splits exactly into two parts (Hoffman & Johnson, 2016; Chapter 2 derives it):
@@ -811,7 +836,8 @@ assert abs(kl_moment_matched["20-D"] - 1.5) < 1.0
 #
 # The ELBO is a lower bound. The importance-sampled estimate
 # $\text{IWAE}_k = \log \frac1k \sum_{s=1}^k p_\theta(x, z_s) / q_\phi(z_s \mid x)$ with $z_s \sim
-# q_\phi(z \mid x)$ (Burda, Grosse & Salakhutdinov, 2016) is a tighter bound in expectation and approaches
+# q_\phi(z \mid x)$ (Burda, Grosse & Salakhutdinov, 2016) is a tighter bound in expectation and, when the
+# weights $p_\theta(x, z) / q_\phi(z \mid x)$ are bounded, approaches
 # $\log p(x)$ as $k$ grows. `vae_lib.importance_log_likelihood` computes it. Burda et al. report MNIST
 # log-likelihoods with $k = 5000$; $k = 1000$ is also common. We compute both for the 20-D model on all
 # 1,000 test digits: five independent runs with $k = 1000$, whose log-mean-exp is exactly the $k = 5000$
@@ -855,10 +881,12 @@ row("20-D ELBO (20 samples of z)", elbo20_s)
 row("20-D IWAE, k = 1000", iw20_1000, elbo20_s)
 row("20-D IWAE, k = 5000", iw20_5000, elbo20_s)
 d_k = iw20_5000 - iw20_1000
+d_models = iw20_5000 - logp2  # the same digits: a paired difference
 print(
-    f"\n20-D: IWAE_5000 - IWAE_1000 = {d_k.mean():.3f} +- {se(d_k):.3f}; "
-    f"standard deviation of the five IWAE_1000 means: {runs.mean(axis=1).std(ddof=1):.3f}"
+    f"\n20-D: IWAE_5000 - IWAE_1000 = {d_k.mean():.3f} +- {se(d_k):.3f} ({d_k.mean() / se(d_k):.0f} standard "
+    f"errors); standard deviation of the five IWAE_1000 means: {runs.mean(axis=1).std(ddof=1):.3f}"
 )
+print(f"20-D IWAE_5000 minus 2-D exact log p(x): {d_models.mean():.1f} +- {se(d_models):.1f} (paired)")
 print(
     f"2-D quadrature, change from 175 to 250 points per axis (first 200 digits): mean {quad_change.mean():.1e}, "
     f"largest {quad_change.max():.1e} nats ({time.perf_counter() - t0:.0f} s)"
@@ -869,8 +897,8 @@ assert quad_change.mean() < 0.005 and quad_change.max() < 0.1  # the quadrature 
 gap2 = logp2 - elbo2_s
 assert abs(gap2.mean() - 3.8) < 1.2 and gap2.mean() > 10 * se(gap2)
 assert abs((iw20_1000 - elbo20_s).mean() - 6.0) < 1.5
-assert 0 < d_k.mean() < 0.6 and d_k.mean() > 4 * se(d_k)
-assert abs(iw20_5000.mean() - logp2.mean() - 58) < 10
+assert abs(d_k.mean() - 0.35) < 0.2 and 6 < d_k.mean() / se(d_k) < 25  # measured: 0.35, about 12 SE
+assert abs(d_models.mean() - 58) < 10 and d_models.mean() > 20 * se(d_models)
 
 # %% [markdown]
 # What the table says (values of this run; the asserts keep them in bands):
@@ -881,15 +909,16 @@ assert abs(iw20_5000.mean() - logp2.mean() - 58) < 10
 #   largest change of one digit's value between the two grids is printed).
 # - **20-D.** $\text{IWAE}_{1000}$ lies about 6 nats above the ELBO, so the mean
 #   $\mathrm{KL}(q_\phi(z \mid x) \,\|\, p_\theta(z \mid x))$ is *at least* about 6 nats. Going to Burda et
-#   al.'s $k = 5000$ adds about 0.35 nats, more than ten paired standard errors: the estimate is not
+#   al.'s $k = 5000$ adds about 0.35 nats, about twelve paired standard errors: the estimate is not
 #   converged in $k$, and the remaining distance to $\log p(x)$ is unknown. Exercise 2 shows, on the 2-D
 #   model, how far below the exact value importance sampling can stay at $k = 1000$.
 # - **Digits and digits of precision.** Every number is a mean over all 1,000 test digits, with a standard
-#   error of about 1 nat over digits (1.5 for the 2-D model), so two *models* evaluated on these digits
+#   error of about 1 nat over digits (1.6 for the 2-D model), so two *models* evaluated on these digits
 #   differ meaningfully only by more than a few nats, unless the comparison is paired, as the differences
 #   here are. The Monte Carlo error of the $k = 1000$ mean itself is small: the five runs' means have a
 #   standard deviation of about 0.03 nats. The 20-D model's $\log p(x)$ estimate is about 58 nats above the
-#   2-D model's exact value.
+#   2-D model's exact value (paired standard error about 1, printed): here the ELBOs and the likelihoods
+#   rank the two models the same way.
 #
 # ## Summary
 #
@@ -899,7 +928,7 @@ assert abs(iw20_5000.mean() - logp2.mean() - 58) < 10
 #   fixed binarization of the test set.
 # - The 20-D MLP VAE (Kingma & Welling's shape, with ReLU and Adam instead of their tanh and Adagrad)
 #   reaches a test ELBO of about $-119 \pm 1$ nats per digit after 15 short epochs on 4,000 digits; a
-#   convolutional VAE has about a fifth of the parameters but costs more time per epoch on a CPU, and after
+#   convolutional VAE has about a fifth of the parameters but needs more arithmetic per digit, and after
 #   2 epochs it trails by about 38 nats.
 # - A 2-D latent space can be looked at: classes form regions (5-NN accuracy about 53%), and the aggregate
 #   posterior differs visibly from the prior. A 20-D latent gives an ELBO about 55 nats higher.
@@ -907,7 +936,8 @@ assert abs(iw20_5000.mean() - logp2.mean() - 58) < 10
 #   third digit, 13% in 20-D); in 20-D the midpoint of two codes has about 0.7 times their norm, an
 #   atypical code under the prior; slerp keeps the norm.
 # - Holes, with Chapter 1's metrics: about 38% of 2-D and 44% of 20-D prior samples fall in holes (a few
-#   percent of aggregate-posterior samples do). The KL term equals $I(x; z) + \mathrm{KL}(q(z) \,\|\, p(z))$;
+#   percent of aggregate-posterior samples do). The average KL term equals
+#   $I(x; z) + \mathrm{KL}(q(z) \,\|\, p(z))$;
 #   it pulls codes towards the prior but does not make the aggregate posterior equal to it: about 1.3 nats
 #   apart in 2-D, about 17 in 20-D, where the KL term exceeds $\log N$.
 # - $\log p(x) - \text{ELBO}$: about 3.8 nats for the 2-D model (exact); at least about 6 for the 20-D
@@ -964,8 +994,9 @@ assert abs(d_thr.mean() - 9) < 4 and d_thr.mean() > 5 * se(d_thr)
 # show that the expected bound never decreases with $k$ and, when the weights $p(x, z)/q(z \mid x)$ are
 # bounded, tends to $\log p(x)$. On these 100 digits the cell finds the mean shortfall
 # $\log p(x) - \text{IWAE}_k$ falling from about 4 nats at $k = 1$ to about 0.7 (standard error 0.2) at
-# $k = 1000$: even a thousand samples leave over half a nat on the table, and most of that comes from a
-# minority of digits (the share of digits with a shortfall above 1 nat is printed). A shortfall that
+# $k = 1000$: even a thousand samples leave about 0.7 nats on the table, and most of that comes from a
+# minority of digits: the 20% of digits with a shortfall above 1 nat hold about 90% of the total at
+# $k = 1000$ (printed). A shortfall that
 # shrinks this slowly is what one expects when the true posterior has mass where the Gaussian $q$ rarely
 # samples (a second mode, say): such a region needs very many proposals to be weighed.
 #
@@ -989,7 +1020,11 @@ for k in (1, 10, 100, 1000):
     )
 means = [d.mean() for d in shortfall.values()]
 assert all(np.diff(means) < 0)  # the shortfall shrinks as k grows
-assert 0.2 < means[-1] < 1.5 and means[-1] > 3 * se(shortfall[1000])  # but not to zero at k = 1000
+big = shortfall[1000] > 1.0
+share_big = shortfall[1000][big].sum() / shortfall[1000].sum()
+print(f"k = 1000: the {big.mean():.0%} of digits above 1 nat hold {share_big:.0%} of the total shortfall")
+assert abs(means[-1] - 0.74) < 0.4 and means[-1] > 3 * se(shortfall[1000])  # not zero at k = 1000
+assert abs(big.mean() - 0.2) < 0.1 and abs(share_big - 0.89) < 0.1  # a minority of digits holds most of it
 
 # %% [markdown]
 # ### Exercise 3: which latent dimensions does the 20-D model use?
@@ -1039,9 +1074,11 @@ assert abs(kl_dims.min() - 0.8) < 0.4 and n_active == 20
 # 1$, with equality only at $u = 0$, so $C \ge 2$. With $\lambda = \sigma(\eta)$: $1 - 2\lambda =
 # -\tanh(\eta/2)$ and $\operatorname{artanh}(1 - 2\lambda) = \tfrac12 \log\frac{1-\lambda}{\lambda} =
 # -\eta/2$, so $C = \eta / \tanh(\eta/2)$; as $|\eta| \to \infty$, $\tanh(\eta/2) \to \pm 1$ and
-# $C \approx |\eta|$. A decoder that is sure a background pixel is off has a logit of $-5$ or less there,
-# and $\log C \gtrsim \log 5 \approx 1.6$ nats instead of $\log 2 \approx 0.69$; over the 784 pixels, that
-# gives the roughly 1,350 nats (1.7 per pixel) measured in section 2.
+# $C \approx |\eta|$. Section 2 measured about 1,350 nats over 784 pixels, an average $\log C$ of about 1.7
+# nats per pixel instead of the $\log 2 \approx 0.69$ of an undecided pixel: a typical (geometric-mean)
+# $C$ of $e^{1.7} \approx 5.5$, which by $C \approx |\eta|$ means logits of magnitude around 5 to 6. A decoder
+# that is sure most background pixels are off is exactly such a confident decoder; the more confident, the
+# looser the bound.
 #
 # </details>
 #
