@@ -17,7 +17,7 @@ Private modules: ``_checks`` (argument checks), ``_inputs`` (the check where dat
 ``_cpu_conv`` and ``_fast_bernoulli`` (CPU speed-ups, each behind one function with a plain fallback).
 """
 
-from vae_lib import diagnostics, discrete, likelihoods, priors, sample_metrics, sharding
+from vae_lib import diagnostics, discrete, likelihoods, posteriors, priors, sample_metrics, sharding
 from vae_lib.checkpoint import load_checkpoint, save_checkpoint
 from vae_lib.distributions import (
     bernoulli_log_prob,

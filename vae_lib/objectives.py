@@ -16,6 +16,13 @@ The prior is ``p(z) = N(0, I)`` unless ``log_prior`` is given: a callable ``log_
 ``mean_s[log q(z_s|x) - log_prior(z_s)]`` on the same samples ``z_s`` as the reconstruction term (there is
 no closed form); ``analytic_kl`` applies to ``N(0, I)`` only.
 
+The encoder may also return a *posterior* object instead of ``(mean, logvar)`` (``vae_lib.posteriors``):
+anything with ``sample(key, num_samples) -> z (K, B, Z)`` and ``log_prob(z) -> (K, B)`` (and optionally
+``sample_and_log_prob(key, num_samples)``, used when present), e.g. a normalizing flow. Its KL term is then
+the Monte Carlo estimate ``mean_s[log q(z_s|x) - log p(z_s)]``, and the importance weights use its
+``log q``. A tuple ``(mean, logvar)`` (``posteriors.DiagonalGaussian`` is one) takes the Gaussian path below,
+with the same numbers as before.
+
 Reduction: log-likelihoods and KL terms are summed over data and latent dimensions (a log-density of one
 example, in nats); ``elbo`` then averages over the batch, ``iwae_bound`` and ``elbo_per_example`` do not.
 """
@@ -119,19 +126,52 @@ def log_mean_exp(a: jax.Array, axis: int = 0) -> jax.Array:
     return jax.nn.logsumexp(a, axis=axis) - math.log(a.shape[axis])
 
 
-def _encode(x: jax.Array, encode: Encoder, y: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-    """Check the arguments every objective shares and run the encoder: ``(B, D) -> (B, Z), (B, Z)``."""
+def _is_posterior(q: Any) -> bool:
+    """Whether an encoder's output is a posterior object (not a ``(mean, logvar)`` tuple)."""
+    return (
+        not isinstance(q, tuple)
+        and callable(getattr(q, "sample", None))
+        and callable(getattr(q, "log_prob", None))
+    )
+
+
+def _encode(x: jax.Array, encode: Encoder, y: jax.Array | None) -> Any:
+    """Check the arguments every objective shares and run the encoder: ``(B, D) -> (B, Z), (B, Z)``, or a
+    posterior object (returned as it is; its shapes are checked when it is sampled)."""
     _checks.function("encode", encode)
     if y is not None:
         y = _checks.array("y", y, ndim=2)
         _checks.same_batch(("x", "y"), x, y)
-    mean, logvar = encode(x) if y is None else encode(x, y)
+    out = encode(x) if y is None else encode(x, y)
+    if _is_posterior(out):
+        return out
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(
+            "encode(x) must return (mean, logvar) or a posterior with methods sample(key, num_samples) and "
+            f"log_prob(z) (vae_lib.posteriors), got {type(out).__name__}"
+        )
+    mean, logvar = out
     if mean.ndim != 2 or logvar.shape != mean.shape:
         raise ValueError(
             f"encode(x) must return (mean, logvar) of shape (B, Z), got {mean.shape} and {logvar.shape}"
         )
     _checks.same_batch(("x", "encode(x)"), x, mean)
     return mean, logvar
+
+
+def _posterior_samples(key: jax.Array, x: jax.Array, q: Any, num_samples: int) -> tuple[jax.Array, jax.Array]:
+    """``z (K, B, Z)`` from a posterior object and ``log q(z|x) (K, B)`` of the same draws."""
+    if callable(getattr(q, "sample_and_log_prob", None)):
+        z, log_q = q.sample_and_log_prob(key, num_samples)
+    else:
+        z = q.sample(key, num_samples)
+        log_q = q.log_prob(z)
+    if z.ndim != 3 or z.shape[:2] != (num_samples, x.shape[0]) or log_q.shape != z.shape[:2]:
+        raise ValueError(
+            f"a posterior's sample(key, {num_samples}) must give z of shape ({num_samples}, {x.shape[0]}, Z) "
+            f"and log_prob(z) shape ({num_samples}, {x.shape[0]}), got {z.shape} and {log_q.shape}"
+        )
+    return z, log_q
 
 
 def _kl_per_dimension(mean: jax.Array, logvar: jax.Array, z: jax.Array | None) -> jax.Array:
@@ -144,16 +184,30 @@ def _kl_per_dimension(mean: jax.Array, logvar: jax.Array, z: jax.Array | None) -
     return (gaussian_log_prob(zj, m[None], lv[None]) - standard_normal_log_prob(zj)).mean(axis=0)
 
 
-def _elbo_parts(key, x, encode, decode, *, likelihood, analytic_kl, num_samples, y, log_prior=None):
+def _elbo_parts(
+    key, x, encode, decode, *, likelihood, analytic_kl, num_samples, y, log_prior=None, per_dimension=False
+):
     """``(reconstruction (B,), kl per latent dimension (B, Z))``, the ELBO's terms for each example.
 
-    With a ``log_prior``, the KL does not split over dimensions: it comes back as one column ``(B, 1)``."""
+    With a ``log_prior`` or a posterior object, the KL does not split over dimensions: it comes back as one
+    column ``(B, 1)`` (an error if ``per_dimension``, which free bits need)."""
     x = _checks.array("x", x, ndim=2)
     _checks.function("decode", decode)
     _checks.choice("likelihood", likelihood, tuple(LIKELIHOODS))
     _checks.boolean("analytic_kl", analytic_kl)
     num_samples = _checks.positive_int("num_samples", num_samples)
-    mean, logvar = _encode(x, encode, y)  # (B, D) -> (B, Z), (B, Z)
+    q = _encode(x, encode, y)  # (B, D) -> (B, Z), (B, Z), or a posterior
+    if _is_posterior(q):  # a flow, say: Monte Carlo KL to log_prior (N(0, I) by default), (B, 1)
+        if per_dimension:
+            raise ValueError(
+                "free_bits needs a (mean, logvar) encoder: the KL of a posterior object (a flow) does not "
+                "split over latent dimensions"
+            )
+        z, log_q = _posterior_samples(key, x, q, num_samples)  # (K, B, Z), (K, B)
+        rec = log_likelihood(x[None], decode_samples(decode, z, y), likelihood).mean(axis=0)  # (B,)
+        log_p = standard_normal_log_prob if log_prior is None else _checks.function("log_prior", log_prior)
+        return rec, (log_q - log_p(z)).mean(axis=0)[:, None]
+    mean, logvar = q
     z = reparameterize(key, mean, logvar, num_samples)  # (K, B, Z)
     rec = log_likelihood(x[None], decode_samples(decode, z, y), likelihood).mean(axis=0)  # (K, B) -> (B,)
     if log_prior is None:
@@ -268,6 +322,7 @@ def elbo(
         num_samples=num_samples,
         y=y,
         log_prior=log_prior,
+        per_dimension=free_bits is not None,
     )
     rec, kl = rec.mean(), kl_dims.sum(axis=-1).mean()  # (B,) -> (), (B, Z) -> ()
     penalty = kl if free_bits is None else jnp.maximum(free_bits, kl_dims.mean(axis=0)).sum()
@@ -306,16 +361,19 @@ def log_importance_weights(
     _checks.function("decode", decode)
     _checks.choice("likelihood", likelihood, tuple(LIKELIHOODS))
     k = _checks.positive_int("num_samples", num_samples)
-    mean, logvar = _encode(x, encode, y)  # (B, Z) each
-    z = reparameterize(key, mean, logvar, k)  # (K, B, Z)
+    q = _encode(x, encode, y)  # (B, Z) each, or a posterior
+    if _is_posterior(q):
+        z, log_q = _posterior_samples(key, x, q, k)  # (K, B, Z), (K, B)
+    else:
+        mean, logvar = q
+        z = reparameterize(key, mean, logvar, k)  # (K, B, Z)
+        log_q = None
     if log_prior is None:
         log_prior = standard_normal_log_prob
     _checks.function("log_prior", log_prior)
-    return (
-        log_likelihood(x[None], decode_samples(decode, z, y), likelihood)
-        + log_prior(z)
-        - gaussian_log_prob(z, mean[None], logvar[None])
-    )  # (K, B)
+    if log_q is None:  # the diagonal Gaussian, exactly as before posteriors existed
+        log_q = gaussian_log_prob(z, mean[None], logvar[None])
+    return log_likelihood(x[None], decode_samples(decode, z, y), likelihood) + log_prior(z) - log_q  # (K, B)
 
 
 def iwae_bound(
