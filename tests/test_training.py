@@ -270,3 +270,43 @@ def test_fit_compiles_its_epoch_once_per_configuration_and_shape(small_digits):
     assert _train_epoch._cache_size() == size
     fit(mlp_vae(784, 2, hidden=(8,), rngs=nnx.Rngs(5)), x[:500], key=jax.random.key(1), **kw)  # new shape
     assert _train_epoch._cache_size() == size + 1
+
+
+_RESUME_SCRIPT = """
+import sys, jax, numpy as np
+from flax import nnx
+import vae_lib
+from vae_lib import data
+x = data.load_mnist5k().x_train[:256]
+m = vae_lib.mlp_vae(784, 4, hidden=(16,), rngs=nnx.Rngs(0))
+vae_lib.fit(m, x, key=jax.random.key(1), epochs=int(sys.argv[1]), batch_size=64, binarize=True,
+            progress=False, checkpoint_path=sys.argv[2], resume=True)
+np.savez(sys.argv[3], *[np.asarray(a) for a in jax.tree.leaves(nnx.state(m))])
+"""
+
+
+def test_a_run_resumes_in_a_new_python_process(tmp_path):
+    """The run's settings stored in the checkpoint read the same in another process (another hash seed,
+    other memory addresses), so a resume there continues the run bitwise."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ckpt, outs = tmp_path / "run.npz", [tmp_path / "one.npz", tmp_path / "two.npz", tmp_path / "whole.npz"]
+    for seed, (epochs, path, out) in enumerate(
+        [(1, ckpt, outs[0]), (2, ckpt, outs[1]), (2, tmp_path / "w.npz", outs[2])]
+    ):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed + 1), "PYTHONPATH": str(root)}
+        done = subprocess.run(
+            [sys.executable, "-c", _RESUME_SCRIPT, str(epochs), str(path), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    resumed, whole = np.load(outs[1]), np.load(outs[2])
+    for name in whole.files:
+        assert_array_equal(resumed[name], whole[name])

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import numbers
+import types
 from typing import Any
 
 import jax
@@ -39,9 +40,27 @@ def _callable_name(f) -> str:
     if "<lambda>" in name or "<locals>" in name:  # not unique by name: add a digest of its code
         code = getattr(f, "__code__", None)
         if code is not None:
-            digest = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:8]
-            name += f"#{digest}"
+            name += f"#{_code_digest(code)}"
     return f"{module}.{name}" if module else name
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A digest of a function's bytecode and constants that is the same in every Python process.
+
+    (The ``repr`` of a nested code object holds its memory address, and a frozenset's order depends on
+    the process's hash seed, so both are replaced by stable forms.)
+    """
+
+    def stable(c):
+        if isinstance(c, types.CodeType):
+            return f"code:{c.co_name}:{_code_digest(c)}"
+        if isinstance(c, frozenset):
+            return "frozenset" + repr(sorted(repr(a) for a in c))
+        if isinstance(c, tuple):
+            return tuple(stable(a) for a in c)
+        return c
+
+    return hashlib.sha256(code.co_code + repr(stable(code.co_consts)).encode()).hexdigest()[:8]
 
 
 def _unwrap(f):
@@ -167,5 +186,5 @@ def differences(stored: dict, given: dict) -> list[str]:
 
 
 def _short(v, limit: int = 200) -> str:
-    s = v if isinstance(v, str) else json.dumps(v)
+    s = repr(v) if isinstance(v, str) else json.dumps(v)
     return s if len(s) <= limit else s[: limit - 3] + "..."

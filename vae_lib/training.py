@@ -26,11 +26,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from tqdm import tqdm
 
-from vae_lib import _checks, _inputs
+from vae_lib import _checks, _inputs, sharding
 from vae_lib._fast_bernoulli import bernoulli
 from vae_lib._run_config import describe, differences, fingerprint, model_description, normalized
 from vae_lib.checkpoint import check_storable, load_checkpoint, save_checkpoint
@@ -81,6 +82,7 @@ class _Config:
     binarize: bool
     batch_size: int
     beta_schedule: Schedule | None  # None: a constant beta, passed as a (traced) argument
+    mesh: jax.sharding.Mesh | None  # None: one device; else each batch is split over the "data" axis
 
 
 def _loss(config: _Config, params, key, xb, yb, beta, free_bits) -> tuple[jax.Array, jax.Array]:
@@ -126,6 +128,8 @@ def _train_epoch(config: _Config, params, opt_state, key, first_step, data, hype
         step, idx, xbin, k = inputs
         xb = x[idx] if xbin is None else xbin.astype(x.dtype)  # (B, D), gathered inside XLA
         yb = None if y is None else y[idx]  # (B, C)
+        if config.mesh is not None:  # data parallelism: each device takes B / n rows (vae_lib.sharding)
+            xb, yb = jax.lax.with_sharding_constraint((xb, yb), sharding.rows(config.mesh, 2))
         b = beta if config.beta_schedule is None else config.beta_schedule(step)
         grad_fn = jax.value_and_grad(functools.partial(_loss, config), has_aux=True)
         (loss, elbo_value), grads = grad_fn(params, k, xb, yb, b, free_bits)
@@ -192,6 +196,18 @@ def _check_fit_args(model, x_train, y_train, x_test, y_test, **kw) -> tuple[_Con
         beta = jnp.float32(_checks.real("beta", beta, minimum=0.0))
     if free_bits is not None:
         free_bits = jnp.float32(_checks.real("free_bits", free_bits, minimum=0.0))
+    mesh = kw["mesh"]
+    if mesh is not None:
+        devices, here = sharding.check_mesh(mesh), len(mesh.local_devices)
+        if batch_size % devices:
+            raise ValueError(
+                f"batch_size ({batch_size}) must be a multiple of the mesh's data axis size ({devices})"
+            )
+        if x_train.shape[0] % here:
+            raise ValueError(
+                f"x_train's number of rows ({x_train.shape[0]}) must be a multiple of the number of this "
+                f"process's devices in the mesh ({here})"
+            )
     resume = _checks.boolean("resume", kw["resume"])
     if kw["checkpoint_path"] is not None:
         _check_checkpoint_path(kw["checkpoint_path"], resume=resume)
@@ -208,6 +224,7 @@ def _check_fit_args(model, x_train, y_train, x_test, y_test, **kw) -> tuple[_Con
         binarize=domain == "unit",
         batch_size=batch_size,
         beta_schedule=beta if callable(beta) else None,
+        mesh=mesh,
     )
     values = dict(
         key=_checks.key("key", kw["key"]),
@@ -241,6 +258,7 @@ def fit(
     free_bits: float | None = None,
     y_train: jax.Array | None = None,
     y_test: jax.Array | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> History:
     """Train ``model`` (a ``VAE``) in place by maximizing the (beta-)ELBO or the IWAE bound with Adam.
 
@@ -274,7 +292,8 @@ def fit(
         ``key``, and the data (a SHA-256 of ``x_train``, ``y_train``, ``x_test``, ``y_test``, including
         whether ``x_test`` is given). Any difference is a ``ValueError`` that lists each one. Only
         ``epochs`` may change, and only upwards (``epochs`` equal to the checkpoint's returns it without
-        training); ``progress`` and the file's name may change too.
+        training); ``progress``, ``mesh`` (a run may go on over other devices) and the file's name may
+        change too.
       progress: show a progress bar with the running loss.
       objective: ``"elbo"``, or ``"iwae"`` to maximize the bound ``IWAE_k``, ``k = num_samples``.
       num_samples: samples of ``z`` per example: for the ELBO's Monte Carlo estimate, or ``k`` of IWAE.
@@ -282,6 +301,12 @@ def fit(
         ``sum_j max(lam, batch mean of KL_j)``; the reported ELBO stays the true one.
       y_train, y_test: labels for a conditional model (``num_classes > 0``): integers ``(N,)`` or one-hot
         rows ``(N, C)``.
+      mesh: train data-parallel over a ``jax.sharding.Mesh`` with a ``"data"`` axis (e.g.
+        ``vae_lib.data_mesh()``): each batch is split over that axis, the parameters and optimizer state
+        are replicated (``vae_lib.sharding``). ``batch_size`` and the number of examples must be
+        multiples of the axis size. The result equals the one-device run up to float rounding. Under
+        ``jax.distributed.initialize()``, each process passes its own rows of the data (the global data
+        set is their concatenation in process order) and process 0 writes the checkpoint.
 
     Returns:
       The history: per-epoch lists ``epoch``, ``train_loss`` (mean ``-objective`` over the epoch's steps:
@@ -312,6 +337,8 @@ def fit(
     if resume and Path(checkpoint_path).exists():
         state = _restore(checkpoint_path, state, run, v["epochs"])
     saved = state.epoch  # the last epoch whose state is on disk
+    if config.mesh is not None:  # where each array lives; the compiled epoch is the same program
+        state, v = _place_on_mesh(config.mesh, state, v)
     num_batches = v["data"][0].shape[0] // config.batch_size
     bar = _progress_bar(state.epoch, v["epochs"], progress)
     try:
@@ -319,6 +346,8 @@ def fit(
             t0 = time.perf_counter()
             ekey = jax.random.fold_in(state.key, epoch)
             first_step = jnp.int32(epoch * num_batches)
+            if config.mesh is not None:
+                ekey, first_step = sharding.replicate(config.mesh, (ekey, first_step))
             params, opt_state, losses, elbos, finite = _train_epoch(
                 config, state.params, state.opt_state, ekey, first_step, v["data"], v["hyper"]
             )
@@ -333,7 +362,13 @@ def fit(
                 history["beta"].append(float(config.beta_schedule(first_step + num_batches - 1)))
             if v["x_test"] is not None:
                 nnx.update(model, params)
-                terms = evaluate_elbo(jax.random.fold_in(ekey, 1), model, v["x_test"], y=v["y_test"])
+                terms = evaluate_elbo(
+                    jax.random.fold_in(ekey, 1),
+                    model,
+                    v["x_test"],
+                    y=v["y_test"],
+                    **_eval_chunks(config.mesh, v),
+                )
                 history["test_elbo"].append(float(terms.elbo))
                 history["test_reconstruction"].append(float(terms.reconstruction))
                 history["test_kl"].append(float(terms.kl))
@@ -353,6 +388,27 @@ def fit(
     bar.close()
     nnx.update(model, state.params)
     return state.history
+
+
+def _place_on_mesh(mesh, state: TrainState, v: dict) -> tuple[TrainState, dict]:
+    """The state and hyperparameters replicated over ``mesh``, the data's rows split over its data axis."""
+    arrays = sharding.replicate(mesh, (state.params, state.opt_state, state.key))
+    state = TrainState(*arrays, state.epoch, state.history)
+    x, y = (None if a is None else sharding.shard_rows(mesh, a) for a in v["data"])
+    hyper = tuple(None if h is None else sharding.replicate(mesh, h) for h in v["hyper"])
+    return state, {**v, "data": (x, y), "hyper": hyper}
+
+
+def _eval_chunks(mesh, v: dict) -> dict:
+    """``evaluate_elbo``'s chunking: its default, or with a mesh, rounded up to a multiple of its data axis.
+
+    A rounded chunk draws other samples than the one-device run, so the test history is then another
+    Monte Carlo estimate of the same ELBO (the parameters are unaffected).
+    """
+    if mesh is None:
+        return {}
+    devices = sharding.check_mesh(mesh)
+    return {"mesh": mesh, "batch_size": -(-500 // devices) * devices}
 
 
 def _progress_bar(start: int, epochs: int, progress: bool) -> tqdm:
@@ -420,17 +476,31 @@ def _run_settings(model, config: _Config, v: dict, state: TrainState, learning_r
         "objective": config.objective,
         "num_samples": config.num_samples,
         "key": describe(v["key"]),
-        "x_train": fingerprint(x),
-        "y_train": fingerprint(y),
-        "x_test": fingerprint(v["x_test"]),
-        "y_test": fingerprint(v["y_test"]),
+        "x_train": _fingerprint(x),
+        "y_train": _fingerprint(y),
+        "x_test": _fingerprint(v["x_test"]),
+        "y_test": _fingerprint(v["y_test"]),
     }
     return normalized(settings)
 
 
+def _fingerprint(a) -> str | None:
+    """The data's fingerprint; with several processes, those of every process's rows, in process order."""
+    f = fingerprint(a)
+    if jax.process_count() == 1 or f is None:
+        return f
+    from jax.experimental import multihost_utils
+
+    codes = multihost_utils.process_allgather(np.frombuffer(f.encode(), np.uint8))  # (processes, 16)
+    return "+".join(bytes(np.asarray(c)).decode() for c in codes)
+
+
 def _save(path, state: TrainState, run: dict | None = None) -> None:
     """The arrays of ``state`` as a tree ``(params, opt_state, key)``; epoch, history and the run's
-    settings as metadata."""
+    settings as metadata. With several processes (``jax.distributed``), process 0 writes: the state is
+    replicated, so every process holds the same values."""
+    if jax.process_index() != 0:
+        return
     save_checkpoint(
         path,
         (state.params, state.opt_state, state.key),
