@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -70,6 +71,7 @@ def compiled_epoch(model, x_np, *, mesh, batch_size: int, learning_rate: float =
     """``fit``'s compiled epoch on ``mesh`` (or one device for ``None``), as ``fit`` calls it.
 
     Returns a callable that runs one more epoch and waits for it; it has run once (compiling) on return.
+    Its ``hlo()`` gives the compiled epoch's text (compiled again, ahead of time).
     """
     import jax
     import jax.numpy as jnp
@@ -117,8 +119,31 @@ def compiled_epoch(model, x_np, *, mesh, batch_size: int, learning_rate: float =
         losses.block_until_ready()
         state["p"], state["e"] = (params, opt_state), state["e"] + 1
 
+    def hlo() -> str:
+        params, opt_state = state["p"]
+        key, first_step = jax.random.key(1), jnp.int32(0)
+        if mesh is not None:
+            key, first_step = sharding.replicate(mesh, (key, first_step))
+        args = (config, params, opt_state, key, first_step, (x, None), (beta, None))
+        return training._train_epoch.lower(*args).compile().as_text()
+
     go()
+    go.hlo = hlo
     return go
+
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def collectives(hlo_text: str) -> list[str]:
+    """One line per collective of a compiled program: its kind and the shapes it returns."""
+    found = []
+    for line in hlo_text.splitlines():
+        m = re.search(r"= (.*?) (" + "|".join(COLLECTIVES) + r")(?:-start)?\(", line)
+        if m:
+            shapes = re.findall(r"[a-z]+\d*\[[\d,]*\]", m.group(1))
+            found.append(f"{m.group(2)} of {len(shapes)} array(s): {' '.join(shapes)}")
+    return found
 
 
 def main(argv=None) -> int:
@@ -175,6 +200,10 @@ def main(argv=None) -> int:
             tail = f"{rate[name] / base:>9.2f} {rate[name] / (name * base):>11.2f}"
         print(f"   {name!s:>8s} {rate[name]:>11,.0f} {best:>9,.0f} {cpu:>12.3f} {tail}")
     print(f"   (medians of {args.rounds} interleaved epochs; efficiency = throughput_n / (n * throughput_1))")
+    if counts and counts[-1] > 1:
+        print(f"   collectives in fit's compiled epoch on {counts[-1]} devices:")
+        for line in collectives(fns[counts[-1]].hlo()):
+            print(f"     {line}")
     print(f"   ({_common.load()} at end)")
     return 0
 
