@@ -664,8 +664,9 @@ assert abs(top_share - 0.41) < 0.12
 # About 0.06 nats per example, more than the median ratio alone suggests ($\log\frac{1.26 + 1/1.26}{2}
 # \approx 0.026$), because the cost grows fast with elongation: the 10% most elongated posteriors (ratio
 # above about 1.8) carry about 40% of it. Small in absolute terms, but several times the whole gap between
-# this model's ELBO and its $\log p(x)$, about 0.010 nats (section 6). An orientation in which the posteriors are axis-aligned is
-# worth that much to the ELBO, and to nothing else: $p(x)$ is the same for every rotation.
+# this model's ELBO and its $\log p(x)$, about 0.010 nats (section 6). An orientation in which the
+# posteriors are axis-aligned is worth that much to the ELBO, and to nothing else: $p(x)$ is the same for
+# every rotation.
 #
 # ## 6. Exact log-likelihood, the ELBO and the gap
 #
@@ -879,8 +880,9 @@ plt.show()
 # a log of an average is at least the average of logs, exactly, for any set of points. The cell below
 # finds that the bound costs about 0.016 nats per site (the model's density varies a little across a
 # cell), and that on these 100 sites the VAE's mean log-probability differs from the truth's by about
-# $-0.006 \pm 0.011$ nats (paired standard error), zero within its uncertainty: the smooth model loses to the truth on the dequantized *density* (section 6) mostly because it
-# cannot draw the tile edges, which matter for the density but not for the probability of a whole cell.
+# $-0.006 \pm 0.011$ nats (paired standard error), zero within its uncertainty: the smooth model loses to
+# the truth on the dequantized *density* (section 6) mostly because it cannot draw the tile edges, which
+# matter for the density but not for the probability of a whole cell.
 #
 # </details>
 
