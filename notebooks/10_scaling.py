@@ -380,10 +380,10 @@ assert all(abs(runs[n]["elbo"] - runs[1]["elbo"]) < 1e-3 for n in (2, 4, 8))
 
 # %% [markdown]
 # After 3 epochs (93 Adam steps) the parameters on 2, 4 and 8 devices differ from the one-device run by
-# about one part in $10^{7}$ (relative, over all 0.33 M parameters; printed above), and the last training
+# a relative $10^{-7}$ or so (over all 0.33 M parameters; the values are printed above), and the last training
 # ELBO agrees to the four decimals printed. That is float32 rounding: each step's gradient is summed in
 # another order (partial sums on each device, then the all-reduce), the rounding differences enter Adam,
-# and they grow over the steps (from a few parts in $10^9$ after Section 4's single step) without changing
+# and they grow over the steps (from about $10^{-8}$ after Section 4's single step) without changing
 # anything a reader of the training curve could see. The check uses the tolerance $10^{-5}$ of the issue that asked for this feature;
 # `tests/test_sharding.py` runs the same comparison as a test.
 #
@@ -738,7 +738,7 @@ if RUN_TWO_PROCESSES:
 #   replicated: one all-reduce per step, into which XLA combined all twelve arrays (ten gradients and two
 #   batch sums of the loss) of our VAE.
 # - `vae_lib.fit(..., mesh=data_mesh())` does that in its compiled epoch. On 1, 2, 4 and 8 devices it gave
-#   the same parameters after 3 epochs to about one part in $10^7$ (float32 rounding); evaluation shards the
+#   the same parameters after 3 epochs to a relative $10^{-7}$ or so (float32 rounding); evaluation shards the
 #   same way with the same result.
 # - Eight simulated devices on two cores are **slower** than one: the same arithmetic on the same two
 #   cores, plus eight replicated Adam updates, an all-reduce per step and a data shuffle across devices,
