@@ -10,7 +10,8 @@ A *posterior* is what an encoder returns for a batch ``x (B, D)``: an object wit
 
 The objectives (``vae_lib.objectives``) accept an encoder that returns such an object instead of a
 ``(mean, logvar)`` pair, and then use the Monte Carlo KL ``mean_s[log q(z_s|x) - log p(z_s)]``; so do
-``fit`` and the evaluation functions, through ``model.encode``. Two posteriors:
+``fit`` and the evaluation functions, through ``model.encode`` of a ``PosteriorVAE`` (``VAE.encode`` itself
+insists on a ``(mean, logvar)`` pair). Two posteriors:
 
 - ``DiagonalGaussian(mean, logvar)``: the usual one. It *is* a ``(mean, logvar)`` pair (a named tuple),
   so an encoder returning it is treated exactly as one returning the pair: closed-form KL, same numbers.
@@ -37,7 +38,15 @@ from vae_lib.distributions import gaussian_log_prob
 from vae_lib.models import _MLP, VAE, MLPDecoder, _check_rngs
 from vae_lib.objectives import reparameterize
 
-__all__ = ["DiagonalGaussian", "IAFEncoder", "IAFPosterior", "IAFStep", "iaf_vae", "made_masks"]
+__all__ = [
+    "DiagonalGaussian",
+    "IAFEncoder",
+    "IAFPosterior",
+    "IAFStep",
+    "PosteriorVAE",
+    "iaf_vae",
+    "made_masks",
+]
 
 
 def _lead(a: jax.Array, ndim: int) -> jax.Array:
@@ -216,6 +225,22 @@ class IAFEncoder(nnx.Module):
         return IAFPosterior(self.mean(h), self.logvar(h), h, list(self.steps))
 
 
+class PosteriorVAE(VAE):
+    """A ``VAE`` whose ``encode`` returns the encoder's output as it is: a posterior object (an
+    ``IAFPosterior``, say) or a ``(mean, logvar)`` pair. ``VAE.encode`` insists on the pair.
+
+    Use it for any encoder that returns a posterior: ``PosteriorVAE(encoder, decoder, prior)``.
+    """
+
+    def encode(self, x: jax.Array, y: jax.Array | None = None):
+        """``x (N, D)`` (and ``y (N, C)``) ``->`` a posterior over ``z``, or ``(mean, logvar)``."""
+        x = _checks.array("x", x, min_ndim=1)
+        d = self.data_dim
+        if d is not None and x.shape[-1] != d:
+            raise ValueError(f"x must have shape (N, {d}) for this model, got {tuple(x.shape)}")
+        return self.encoder(x, *self._labels(y, x))
+
+
 def iaf_vae(
     data_dim: int,
     latent_dim: int,
@@ -227,8 +252,8 @@ def iaf_vae(
     obs_logvar: float | str | None = None,
     activation: Callable[[jax.Array], jax.Array] = jax.nn.relu,
     rngs: nnx.Rngs,
-) -> VAE:
-    """``mlp_vae``'s architecture with an ``IAFEncoder``: the same decoder, a flow posterior.
+) -> PosteriorVAE:
+    """A ``PosteriorVAE`` with ``mlp_vae``'s decoder and an ``IAFEncoder``: a flow posterior.
 
     Works with ``fit(..., objective="elbo" | "iwae")``, ``evaluate_elbo`` (always the Monte Carlo KL) and
     ``importance_log_likelihood``. ``model.encode(x)`` returns an ``IAFPosterior``, not ``(mean, logvar)``,
@@ -252,4 +277,4 @@ def iaf_vae(
         activation=activation,
         rngs=rngs,
     )
-    return VAE(enc, dec)
+    return PosteriorVAE(enc, dec)
