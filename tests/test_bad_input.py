@@ -17,6 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,7 +28,7 @@ import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import vae_lib  # noqa: E402
-from vae_lib import checkpoint, data, evaluation, plotting  # noqa: E402
+from vae_lib import checkpoint, data, evaluation, models, plotting  # noqa: E402
 
 D, Z, N = 8, 2, 32
 
@@ -952,7 +954,120 @@ CASES = [
         r"ax must be a matplotlib Axes or None, got str",
         id="curves-ax-str",
     ),
+    # --- issue 12: refused where they enter, before anything runs ---
+    P(
+        lambda e: vae_lib.quadrature_log_likelihood(e.bern, e.x, num_points=1),
+        V,
+        r"num_points must be an int >= 2, got 1",
+        id="quadrature-one-point",
+    ),
+    P(
+        lambda e: vae_lib.quadrature_log_likelihood(e.bern, e.x, coarse_grid="maybe"),
+        V,
+        r"coarse_grid must be one of 'warn', 'raise', 'ignore'; got 'maybe'",
+        id="quadrature-coarse-grid-option",
+    ),
+    P(
+        lambda e: vae_lib.evaluate_elbo(e.key, e.gauss, with_nan(e.grey.astype(np.float64), 1e39)),
+        V,
+        r"x must fit in float32.*1e\+39",
+        id="evaluate-float64-overflow",
+    ),
+    P(
+        lambda e: vae_lib.importance_log_likelihood(
+            e.key, e.gauss, with_nan(e.grey.astype(np.float64), -4e38)
+        ),
+        V,
+        r"x must fit in float32.*4e\+38",
+        id="importance-float64-overflow",
+    ),
+    P(
+        lambda e: e.fit(e.gauss, e.grey, x_test=with_nan(e.grey.astype(np.float64), 1e39)),
+        V,
+        r"x_test must fit in float32",
+        id="fit-x-test-float64-overflow",
+    ),
+    P(
+        lambda e: e.fit(x=with_nan(e.x.astype(np.float64), 1e300), model=e.gauss),
+        V,
+        r"x_train must fit in float32",
+        id="fit-x-train-float64-overflow",
+    ),
+    P(
+        lambda e: vae_lib.evaluate_elbo(e.key, e.bern, e.grey),
+        V,
+        r"x must be binary \(0 or 1\) for a bernoulli decoder",
+        id="evaluate-grey-bernoulli",
+    ),
+    P(
+        lambda e: vae_lib.importance_log_likelihood(e.key, e.bern, e.grey),
+        V,
+        r"x must be binary \(0 or 1\) for a bernoulli decoder",
+        id="importance-grey-bernoulli",
+    ),
+    P(
+        lambda e: vae_lib.quadrature_log_likelihood(e.bern, e.grey),
+        V,
+        r"x must be binary \(0 or 1\) for a bernoulli decoder",
+        id="quadrature-grey-bernoulli",
+    ),
+    P(lambda e: e.fit(checkpoint_path="."), V, r"checkpoint_path \. is a folder", id="fit-checkpoint-folder"),
+    P(
+        lambda e: e.fit(checkpoint_path=Path(__file__) / "c.npz"),
+        V,
+        r"checkpoint_path .* cannot be created: .*test_bad_input.py is a file",
+        id="fit-checkpoint-under-a-file",
+    ),
+    P(
+        lambda e: e.fit(checkpoint_path="/proc/vae_lib_no_such_dir/c.npz"),
+        V,
+        r"checkpoint_path .* cannot be written",
+        id="fit-checkpoint-unwritable",
+    ),
+    P(
+        lambda e: checkpoint.save_checkpoint("c.npz", {"w": jnp.zeros(2, jnp.bfloat16)}),
+        T,
+        r"tree leaf leaf\['w'\] has dtype bfloat16, which a checkpoint cannot store",
+        id="save-bfloat16-leaf",
+    ),
+    P(
+        lambda e: checkpoint.save_checkpoint("c.npz", {"w": np.array(["a"])}),
+        T,
+        r"tree leaf leaf\['w'\] has dtype <U1, which a checkpoint cannot store",
+        id="save-string-leaf",
+    ),
+    P(
+        lambda e: vae_lib.VAE(
+            models.MLPEncoder(D, Z + 1, rngs=nnx.Rngs(0)), models.MLPDecoder(Z, D, rngs=nnx.Rngs(0))
+        ),
+        V,
+        r"encoder and decoder must have the same latent size: the encoder's mean has 3 outputs, the decoder "
+        r"takes latent_dim=2",
+        id="vae-latent-sizes-differ",
+    ),
+    P(
+        lambda e: vae_lib.VAE(_OneArrayEncoder(), models.MLPDecoder(Z, D, rngs=nnx.Rngs(0))).encode(e.x),
+        T,
+        r"the encoder must return a pair \(mean, logvar\), got an array of shape \(32, 2\)",
+        id="vae-encoder-returns-one-array",
+    ),
+    P(
+        lambda e: data.load_mnist(base_url="file:///tmp/mnist/", cache_dir="/nonexistent/vae_lib"),
+        V,
+        r"base_url must use https, http, ftp or sftp, got the scheme 'file'",
+        id="load-mnist-file-url",
+    ),
 ]
+
+
+class _OneArrayEncoder(nnx.Module):
+    """A custom encoder that forgets the log-variance."""
+
+    def __init__(self):
+        self.linear = nnx.Linear(D, Z, rngs=nnx.Rngs(0))
+
+    def __call__(self, x):
+        return self.linear(x)
 
 
 @pytest.mark.parametrize("call, exc, message", CASES)

@@ -72,7 +72,22 @@ def array(
         raise ValueError(f"{name} must not be empty, got shape {shape}")
     if finite:
         check_finite(name, x)
+        check_fits_float32(name, x)
     return jnp.asarray(x)
+
+
+def check_fits_float32(name: str, x) -> None:
+    """Value check: a wider float array that JAX will compute in float32 (``jax_enable_x64`` off) holds no
+    value beyond float32's range, where it would become ``inf`` on conversion."""
+    a = np.asarray(x)
+    if jax.config.jax_enable_x64 or not np.issubdtype(a.dtype, np.floating) or a.dtype.itemsize <= 4:
+        return
+    top, limit = float(np.max(np.abs(a))), float(np.finfo(np.float32).max)
+    if top > limit:
+        raise ValueError(
+            f"{name} must fit in float32, in which JAX computes here (jax_enable_x64 is off): it holds "
+            f"|values| up to {top:.3g} > {limit:.3g}, which would become inf; rescale it"
+        )
 
 
 def check_finite(name: str, x) -> None:

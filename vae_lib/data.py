@@ -345,6 +345,12 @@ def load_mnist(
         _checks.path("cache_dir", cache_dir)
     if base_url is not None and (not isinstance(base_url, str) or "://" not in base_url):
         raise ValueError(f"base_url must be a URL string such as 'https://host/path/', got {base_url!r}")
+    scheme = base_url.split("://", 1)[0].lower() if base_url is not None else "https"
+    if scheme not in ("https", "http", "ftp", "sftp"):  # what the downloader (pooch) fetches
+        raise ValueError(
+            f"base_url must use https, http, ftp or sftp, got the scheme {scheme!r} ({base_url!r}); for "
+            "files already on disk, copy them into cache_dir instead"
+        )
     system = _system_copy(name) if cache_dir is None else None
     if system is not None:
         return _to_split(name, *system, binarize_with=binarize_with, seed=seed, where=" (system copy)")

@@ -10,14 +10,19 @@ Only static checks (shapes, dtypes) happen here, so every function gives the sam
 here (``fit`` and the evaluation functions check their data once, where it enters).
 
 Gaussians are parameterized by ``mean`` and ``logvar = log(sigma**2)``. The log-variance is unconstrained,
-so any real number is a valid variance and no positivity constraint (softplus, clipping) is needed;
-``exp(logvar)`` overflows float32 only for ``logvar > 88``, far outside what an encoder produces in ordinary
-use (the training loop stops on a non-finite loss anyway). The formulas never divide by a variance (they
-multiply by ``exp(-logvar)``) and never take ``log`` of a probability: the Gaussian log-density and both
-KL divergences stay finite and accurate to float32 precision for ``logvar`` in [-30, 30], and the KL terms
-use ``expm1(r) - r`` (``r`` a log-variance difference), which is >= 0 and accurate when ``q`` is close to
-``p`` (a nearly inactive latent unit). ``bernoulli_log_prob`` works from logits with ``softplus``, finite
-for logits of +-1e4 (tests/test_distributions.py checks all of this).
+so any real number is a valid variance and no positivity constraint (softplus, clipping) is needed. The
+formulas never divide by a variance and never take ``log`` of a probability. The squared distance over a
+variance, ``(x - mean)^2 exp(-logvar)``, is computed as written while ``exp(-logvar)`` is finite, and as
+``exp(2 log|x - mean| - logvar)`` (0 where ``x == mean``) below ``logvar = -(log of the dtype's largest
+number) + 1`` (about -87 in float32), so a very narrow Gaussian gives its true, finite log-density
+(``gaussian_log_prob(0, 0, -200)`` is about +99, not ``0 * inf = NaN``); a result is infinite only where
+the true value exceeds the dtype's range. The KL terms use ``expm1(r) - r`` (``r`` a log-variance
+difference), which is >= 0 and accurate when ``q`` is close to ``p`` (a nearly inactive latent unit).
+``bernoulli_log_prob`` works from logits with ``softplus``, finite for every finite logit; a term whose
+target weight is exactly 0 is dropped, so an infinite logit that agrees with a binary target gives 0
+(``bernoulli_log_prob(1, inf) == 0``) and one that contradicts it gives ``-inf``. On ordinary inputs these
+are bitwise the plain formulas (tests/test_distributions.py and tests/test_reliability.py check this
+against SciPy).
 """
 
 from __future__ import annotations
@@ -30,6 +35,22 @@ import jax.numpy as jnp
 from vae_lib import _checks
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _squared_distance_over_variance(d: jax.Array, logvar: jax.Array) -> jax.Array:
+    """``d^2 exp(-logvar)``, elementwise, finite where the true value is (see the module docstring).
+
+    Computed as ``D^2 exp(-L)`` with ``D = d, L = logvar`` where ``exp(-logvar)`` is finite (so ordinary
+    inputs give bitwise the plain formula), ``D = 1, L = logvar - 2 log|d|`` where it is not, and
+    ``D = 0, L = 0`` where it is not and ``d == 0``. Only the inputs are selected, and each branch gets safe
+    arguments, so gradients are finite too."""
+    dtype = jnp.result_type(d, logvar)
+    narrow = logvar < -(math.log(jnp.finfo(dtype).max) - 1.0)  # exp(-logvar) would overflow
+    use_log = narrow & (d != 0)
+    log_abs_d = jnp.log(jnp.where(use_log, jnp.abs(d), 1.0))
+    scale = jnp.where(use_log, 1.0, d)
+    log_var = jnp.where(use_log, logvar - 2.0 * log_abs_d, jnp.where(narrow, 0.0, logvar))
+    return scale**2 * jnp.exp(-log_var)
 
 
 def gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -46,7 +67,7 @@ def gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.A
       Log-densities of shape ``(...)`` (no reduction over leading axes).
     """
     x, mean, logvar = _checks.event_arrays(x=x, mean=mean, logvar=logvar)
-    return -0.5 * jnp.sum(_LOG_2PI + logvar + (x - mean) ** 2 * jnp.exp(-logvar), axis=-1)
+    return -0.5 * jnp.sum(_LOG_2PI + logvar + _squared_distance_over_variance(x - mean, logvar), axis=-1)
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:
@@ -82,7 +103,10 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
     x, logits = _checks.event_arrays(x=x, logits=logits)
     # x * l - softplus(l) written as -(x softplus(-l) + (1 - x) softplus(l)): the same value (l = softplus(l)
     # - softplus(-l)), without the cancellation of x * l against softplus(l) when l >> 0 and x = 1.
-    return -jnp.sum(x * jax.nn.softplus(-logits) + (1.0 - x) * jax.nn.softplus(logits), axis=-1)
+    # A term with weight exactly 0 is 0 even where its softplus is infinite (x = 1, logit = +inf).
+    ones = jnp.where(x == 0, 0.0, x * jax.nn.softplus(-logits))
+    zeros = jnp.where(x == 1, 0.0, (1.0 - x) * jax.nn.softplus(logits))
+    return -jnp.sum(ones + zeros, axis=-1)
 
 
 def kl_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -117,7 +141,9 @@ def kl_gaussians(mean_q: jax.Array, logvar_q: jax.Array, mean_p: jax.Array, logv
     mean_q, logvar_q = _checks.event_arrays(mean_q=mean_q, logvar_q=logvar_q, equal_shapes=True)
     mean_q, mean_p, logvar_p = _checks.event_arrays(mean_q=mean_q, mean_p=mean_p, logvar_p=logvar_p)
     r = logvar_q - logvar_p  # expm1(r) - r == exp(r) - 1 - r >= 0, accurate near r = 0
-    return 0.5 * jnp.sum(jnp.expm1(r) - r + (mean_q - mean_p) ** 2 * jnp.exp(-logvar_p), axis=-1)
+    return 0.5 * jnp.sum(
+        jnp.expm1(r) - r + _squared_distance_over_variance(mean_q - mean_p, logvar_p), axis=-1
+    )
 
 
 def continuous_bernoulli_log_norm(logits: jax.Array) -> jax.Array:

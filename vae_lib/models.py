@@ -305,6 +305,12 @@ class VAE(nnx.Module):
         classes = getattr(encoder, "num_classes", 0), getattr(decoder, "num_classes", 0)
         if classes[0] != classes[1]:
             raise ValueError(f"encoder and decoder must take the same num_classes, got {classes}")
+        encoder_z = getattr(getattr(encoder, "mean", None), "out_features", None)  # the models of this module
+        if encoder_z is not None and encoder_z != decoder.latent_dim:
+            raise ValueError(
+                f"encoder and decoder must have the same latent size: the encoder's mean has {encoder_z} "
+                f"outputs, the decoder takes latent_dim={decoder.latent_dim}"
+            )
         methods = ("log_prob", "sample")
         if prior is not None and not (
             isinstance(prior, nnx.Module) and all(callable(getattr(prior, a, None)) for a in methods)
@@ -366,13 +372,25 @@ class VAE(nnx.Module):
         return (y,)
 
     def encode(self, x: jax.Array, y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """``x (N, D)`` (and ``y (N, C)``) ``-> mean, logvar (N, Z)``."""
-        # only the last axis is checked: the MLP models also take (D,) or (K, N, D), e.g. under jax.vmap
+        """``x (..., D)`` (and ``y (..., C)``) ``-> mean, logvar (..., Z)``: usually ``(N, D) -> (N, Z)``."""
+        # only the last axis is checked: the models also take (D,) or (K, N, D), e.g. under jax.vmap
         x = _checks.array("x", x, min_ndim=1)
         d = self.data_dim
         if d is not None and x.shape[-1] != d:
             raise ValueError(f"x must have shape (N, {d}) for this model, got {tuple(x.shape)}")
-        return self.encoder(x, *self._labels(y, x))
+        if x.ndim != 2 and hasattr(self.encoder, "image_shape"):  # an image encoder takes (N, D) rows
+            mean, logvar = self.encode(x.reshape(-1, d), y)  # (..., D) -> (M, D) -> (M, Z)
+            return mean.reshape(*x.shape[:-1], -1), logvar.reshape(*x.shape[:-1], -1)
+        out = self.encoder(x, *self._labels(y, x))
+        if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(hasattr(a, "shape") for a in out)):
+            got = f"an array of shape {tuple(out.shape)}" if hasattr(out, "shape") else type(out).__name__
+            raise TypeError(f"the encoder must return a pair (mean, logvar), got {got}")
+        if tuple(out[0].shape) != tuple(out[1].shape):
+            raise ValueError(
+                f"the encoder's mean and logvar must have the same shape, got {tuple(out[0].shape)} and "
+                f"{tuple(out[1].shape)}"
+            )
+        return tuple(out)
 
     def decode(self, z: jax.Array, y: jax.Array | None = None) -> Any:
         """``z (N, Z)`` (and ``y (N, C)``) ``->`` logits ``(N, D)`` or ``(mean, logvar)``."""

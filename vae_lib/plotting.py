@@ -64,7 +64,10 @@ def image_grid(
 
 
 def latent_scatter(z, labels=None, *, ax=None, title: str = "Latent space", s: float = 4.0):
-    """Scatter ``(N, 2)`` latent points, coloured by integer ``labels`` if given, with a legend."""
+    """Scatter ``(N, 2)`` latent points, coloured by ``labels`` if given, with a legend.
+
+    Integer labels ``c`` get colour ``c % 10`` of ``tab10``; other labels (strings, ...) the colours in the
+    order of their sorted values."""
     z = np.asarray(_checks.array("z", z, ndim=2, finite=False))
     if z.shape[1] != 2:
         raise ValueError(f"z must have shape (N, 2), got {z.shape}")
@@ -77,9 +80,11 @@ def latent_scatter(z, labels=None, *, ax=None, title: str = "Latent space", s: f
         ax.scatter(z[:, 0], z[:, 1], s=s, alpha=0.5)
     else:
         cmap = plt.get_cmap("tab10")
-        for c in np.unique(labels):
+        integer = np.issubdtype(labels.dtype, np.integer)
+        for i, c in enumerate(np.unique(labels)):
             sel = labels == c
-            ax.scatter(z[sel, 0], z[sel, 1], s=s, alpha=0.6, color=cmap(int(c) % 10), label=str(c))
+            color = cmap((int(c) if integer else i) % 10)
+            ax.scatter(z[sel, 0], z[sel, 1], s=s, alpha=0.6, color=color, label=str(c))
         ax.legend(markerscale=3, fontsize="small", title="label", loc="upper right", framealpha=0.8)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
