@@ -82,7 +82,7 @@ class _Config:
     binarize: bool
     batch_size: int
     beta_schedule: Schedule | None  # None: a constant beta, passed as a (traced) argument
-    mesh: jax.sharding.Mesh | None  # None: one device; else each batch is split over the "data" axis
+    mesh: jax.sharding.Mesh | None = None  # None: one device; else each batch is split over the "data" axis
 
 
 def _loss(config: _Config, params, key, xb, yb, beta, free_bits) -> tuple[jax.Array, jax.Array]:
