@@ -42,8 +42,10 @@
 
 # %%
 import os
+import re
 import sys
 import time
+import warnings
 
 import flax
 import jax
@@ -67,6 +69,9 @@ keys = iter(jax.random.split(key, 24))
 k_bin, k_clf, k_init20, k_fit20, k_initv20, k_fitv20, k_elbo, k_samples20 = (next(keys) for _ in range(8))
 k_init2, k_fit2, k_initv2, k_fitv2, k_samples2, k_style, k_knn, k_iwae = (next(keys) for _ in range(8))
 k_top, k_inits, k_fits, k_initb, k_fitb, k_cll, k_complete, k_ex = (next(keys) for _ in range(8))
+CLF_EPOCHS = 12  # the referee's training passes (the library's default is 20)
+HIDDEN = (256,)  # one hidden layer of 256 units: the 20-D models and the inpainting models
+HIDDEN_2D = (500,)  # the 2-D models keep Chapter 4's 500 units
 
 # %% [markdown]
 # ## 1. A VAE that is told the label
@@ -146,7 +151,7 @@ x_test_bin = np.asarray(binarize(k_bin, x_test))  # (1000, 784) of 0 and 1, fixe
 # and use it as a measuring instrument.
 
 # %%
-classifier = train_digit_classifier(k_clf, x_train, y_train)
+classifier = train_digit_classifier(k_clf, x_train, y_train, epochs=CLF_EPOCHS)
 
 
 def predict(images):
@@ -159,27 +164,27 @@ clf_acc_bin = float(np.mean(predict(x_test_bin) == y_test))
 print(
     f"classifier accuracy on the 1,000 test digits: {clf_acc:.1%} (on their binarized versions: {clf_acc_bin:.1%})"
 )
-assert 0.97 <= clf_acc <= 0.995 and 0.96 <= clf_acc_bin <= 0.995
+assert 0.965 <= clf_acc <= 0.995 and 0.955 <= clf_acc_bin <= 0.995  # 97.3% and 96.9%
 
 # %% [markdown]
-# It gets ≈ 97.5% of the held-out digits right (≈ 97% of their binarized versions). It was
+# It gets ≈ 97.3% of the held-out digits right (≈ 96.9% of their binarized versions; 12 epochs). It was
 # trained on grey-level digits, and what a decoder produces, the pixel probabilities
 # $\mathbb{E}[x \mid z, y]$, is a grey-level image too. Two things to keep in mind when reading its verdicts:
-# it is an instrument with its own error rate (about 2.5% on real digits), and it answers "which digit is this
+# it is an instrument with its own error rate (about 2.7% on real digits), and it answers "which digit is this
 # most like?", not "is this a good digit?": a blurred but recognisable 7 counts as a 7.
 #
 # ## 3. A 20-D CVAE, and a surprise
 #
-# First the obvious experiment: Chapter 4's MLP (784-500-20, 15 epochs) with the label added, next to the
-# same unconditional VAE trained the same way. We estimate each test digit's ELBO with one sample
+# First the obvious experiment: Chapter 4's MLP, narrowed to fit the chapter's time budget (784-256-20,
+# 10 epochs), with the label added, next to the same unconditional VAE trained the same way. We estimate each test digit's ELBO with one sample
 # $z \sim q_\phi$ (`vae_lib.elbo_per_example`, which returns per-digit terms so that we can give standard
 # errors); for the CVAE this is a bound on $\log p(x \mid y)$, for the VAE on $\log p(x)$. We also give the
 # CVAE a *wrong* label for each test digit (a random one of the nine others).
 
 # %%
-EPOCHS_20 = 15
-cvae20 = vae_lib.mlp_vae(784, 20, hidden=(500,), num_classes=NUM_CLASSES, rngs=nnx.Rngs(k_init20))
-vae20 = vae_lib.mlp_vae(784, 20, hidden=(500,), rngs=nnx.Rngs(k_initv20))
+EPOCHS_20 = 10
+cvae20 = vae_lib.mlp_vae(784, 20, hidden=HIDDEN, num_classes=NUM_CLASSES, rngs=nnx.Rngs(k_init20))
+vae20 = vae_lib.mlp_vae(784, 20, hidden=HIDDEN, rngs=nnx.Rngs(k_initv20))
 vae_lib.fit(cvae20, x_train, y_train=y_train, key=k_fit20, epochs=EPOCHS_20, binarize=True, progress=False)
 vae_lib.fit(vae20, x_train, key=k_fitv20, epochs=EPOCHS_20, binarize=True, progress=False)
 
@@ -215,13 +220,13 @@ cost20, cost20_se = mean_se(elbo_c20 - elbo_c20_wrong)
 print(
     f"CVAE (true label) - VAE: {gain20:.2f} ± {gain20_se:.2f} nats;  true - wrong label: {cost20:.2f} ± {cost20_se:.2f}"
 )
-assert -125 < mean_se(elbo_c20)[0] < -110 and -125 < mean_se(elbo_v20)[0] < -110
-assert 0.2 < gain20 < 2.3 and 3.0 < cost20 < 8.0
+assert -145 < mean_se(elbo_c20)[0] < -125 and -145 < mean_se(elbo_v20)[0] < -125  # -134.9, -137.1
+assert 0.5 < gain20 < 4.0 and 3.0 < cost20 < 8.0  # 2.16 and 5.41
 
 # %% [markdown]
-# The label helps the ELBO, but by little: ≈ 1.1 nats per digit over the unconditional VAE, out of ≈ 118
-# (paired differences over the same test digits, so the standard error is small). A wrong label costs
-# only ≈ 5 nats (for the 2-D model of Section 4 it costs ≈ 97 nats, Section 5). A first hint that this
+# The label helps the ELBO, but by little: ≈ 2.2 ± 0.3 nats per digit over the unconditional VAE, out of
+# ≈ 135 (paired differences over the same test digits, so the standard error is small). A wrong label
+# costs only ≈ 5.4 nats (for the 2-D model of Section 4 it costs ≈ 82 nats, Section 5). A first hint that this
 # model does not rely much on its label.
 #
 # Now the measurement the chapter is about: ask for 200 samples of each digit, and let the classifier read
@@ -260,7 +265,8 @@ image_grid(
 plt.show()
 
 # %% [markdown]
-# Only ≈ 24% of the samples are read as the digit that was asked for: far above chance (10%), far below
+# Only ≈ 19% (± 0.9%, binomial over 2,000 samples) of the samples are read as the digit that was asked
+# for: above chance (10%), far below
 # what a conditional model is for. The grid shows why: each row is one $z$ decoded with the ten labels, and
 # along a row the *digit* hardly changes; the label only nudges the strokes. The code $z$, not the label,
 # decides which digit comes out.
@@ -304,18 +310,18 @@ assert swap_req20 < 0.2 and swap_orig20 > 0.6
 assert knn["CVAE 20-D"] > 0.75 and knn["VAE 20-D"] > 0.85
 
 # %% [markdown]
-# Decoded with a wrong label, ≈ 86% of the test digits are still read as their *original* class and only
+# Decoded with a wrong label, ≈ 81% of the test digits are still read as their *original* class and only
 # ≈ 5% as the requested one. And the 20-D CVAE's codes predict the class almost as well as the
-# unconditional VAE's (≈ 90% against ≈ 94%): the encoder puts the class into $z$, although it is told the
+# unconditional VAE's (≈ 91% against ≈ 92%): the encoder puts the class into $z$, although it is told the
 # label.
 #
 # **Why the objective lets this happen.** Section 5 proves that for any CVAE
 # $\log p(x \mid y) \le \log p(x) + \log 10$: with ten equally likely classes, a label can raise the
-# log-likelihood of a digit by at most $\log 10 \approx 2.3$ nats, under 2% of the ≈ 118 nats of the ELBO.
+# log-likelihood of a digit by at most $\log 10 \approx 2.3$ nats, under 2% of the ≈ 135 nats of the ELBO.
 # A 20-dimensional code has room for the class *and* the style, and the encoder, which sees the image, can
 # put the class into $z$ from the first step of training. Once the decoder reads the class from $z$, the
 # label is redundant, and the only pressure to move the class out of $z$ is the KL term's charge for the
-# duplicated information, at most about $\log 10$ nats. That pressure is weak, and 15 epochs are not enough
+# duplicated information, at most about $\log 10$ nats. That pressure is weak, and 10 epochs are not enough
 # for it to win. (We did not train long enough to see whether it ever does; nothing in the objective
 # guarantees it.) This is the mirror image of Chapter 7's posterior collapse, where a decoder ignores $z$:
 # here it largely ignores $y$.
@@ -323,20 +329,20 @@ assert knn["CVAE 20-D"] > 0.75 and knn["VAE 20-D"] > 0.85
 # ## 4. A 2-D style code: the label does the work
 #
 # A code of two numbers has no room for both the class and the style, so a model that wants a good ELBO
-# must take the class from the label. We use $Z = 2$, 30 epochs, and one more device: the first 3 of the
-# 30 epochs are trained with the KL term weighted by $\beta = 20$ (the weight of Chapter 7; `fit` takes a
-# schedule). The idea: with $z$ nearly switched off, the decoder can lower its loss only by using the
-# label, so it should learn ten class templates first; from epoch 4 on $\beta = 1$, the ordinary ELBO, and
-# $z$ can learn the style around the templates. Exercise 2 trains the same model without this warm start
+# must take the class from the label. We use $Z = 2$, Chapter 4's 500 hidden units, 15 epochs, and one
+# more device: the first 2 of the 15 epochs are trained with the KL term weighted by $\beta = 20$ (the
+# weight of Chapter 7; `fit` takes a schedule). The idea: with $z$ nearly switched off, the decoder can
+# lower its loss only by using the label, so it should learn ten class templates first; from epoch 3 on
+# $\beta = 1$, the ordinary ELBO, and $z$ can learn the style around the templates. Exercise 2 trains the same model without this warm start
 # and measures what it changes. The unconditional 2-D VAE used for comparison
 # gets exactly the same schedule and epochs.
 
 # %%
-EPOCHS_2, WARM_EPOCHS, WARM_BETA = 30, 3, 20.0
+EPOCHS_2, WARM_EPOCHS, WARM_BETA = 15, 2, 20.0
 steps_per_epoch = x_train.shape[0] // 128  # fit's default batch size; the last partial batch is dropped
 warm_start = optax.piecewise_constant_schedule(WARM_BETA, {WARM_EPOCHS * steps_per_epoch: 1 / WARM_BETA})
-cvae2 = vae_lib.mlp_vae(784, 2, hidden=(500,), num_classes=NUM_CLASSES, rngs=nnx.Rngs(k_init2))
-vae2 = vae_lib.mlp_vae(784, 2, hidden=(500,), rngs=nnx.Rngs(k_initv2))
+cvae2 = vae_lib.mlp_vae(784, 2, hidden=HIDDEN_2D, num_classes=NUM_CLASSES, rngs=nnx.Rngs(k_init2))
+vae2 = vae_lib.mlp_vae(784, 2, hidden=HIDDEN_2D, rngs=nnx.Rngs(k_initv2))
 vae_lib.fit(
     cvae2,
     x_train,
@@ -373,10 +379,10 @@ image_grid(
 plt.show()
 
 # %% [markdown]
-# Now ≈ 97% of the samples are read as the requested digit (the standard error is binomial, over the 2,000
-# samples; each label's share has a standard error of up to 3 points over its 200). Most labels are at or
-# near 100%; the weakest is 1 (≈ 83%). The classifier's own error of 2.5% on real digits sets the scale of
-# what can be resolved at the top. In the grid each row now keeps one style, a slant and a stroke width,
+# Now ≈ 95% of the samples are read as the requested digit (the standard error is binomial, over the 2,000
+# samples; each label's share has a standard error of up to 3.5 points over its 200). Eight labels are at
+# 95% or above; the weakest is 1 (≈ 72%), then 0 (≈ 86%). The classifier's own error of 2.7% on real digits
+# sets the scale of what can be resolved at the top. In the grid each row now keeps one style, a slant and a stroke width,
 # while the label changes the digit: this is the style/content separation a CVAE is meant to give.
 #
 # **One digit in many styles.** With two latent dimensions the whole style space fits on a page. Below, a
@@ -398,7 +404,7 @@ plt.show()
 
 # %% [markdown]
 # The two panels share the same grid of $z$, and the same positions hold the same style for both digits:
-# the axes of the style space (here roughly a slant and a width, although a 2-D code need not align its
+# the axes of the style space (look for a slant and a width; a 2-D code need not align its
 # axes with anything nameable) are shared by all digits, because the decoder sees the same $z$ for every
 # label.
 #
@@ -451,12 +457,12 @@ image_grid(np.concatenate([x_test[show][:, None], rows], axis=1).reshape(-1, 784
 plt.show()
 
 # %% [markdown]
-# ≈ 96% of the transfers are read as the requested digit, and the style statistics carry over: across
+# ≈ 90% of the transfers are read as the requested digit, and the style statistics carry over: across
 # the 300 source digits, the slant of a digit and the mean slant of its ten transfers correlate at
-# $r \approx 0.9$, the ink at $r \approx 0.6$. In the figure (the first test digit of each class 0-7) the slanted
-# 7 gives slanted 0s to 9s and the round 0 gives wide ones, except where a style is foreign to a class: a
-# wide 1 comes out as a smudge, the weakness of the 1s in the table above. The transfers are blurrier than
-# the sources: two numbers cannot hold every detail of a digit.
+# $r \approx 0.88$, the ink at $r \approx 0.63$. In the figure (the first test digit of each class 0-7),
+# follow a row: the slant and the width of the source reappear in the other digits, except where a style
+# is foreign to a class (look at the 1s, the weakest label in the table above). The transfers are
+# blurrier than the sources: two numbers cannot hold every detail of a digit.
 #
 # And the class-from-the-code measurement of Section 3, now for the 2-D models:
 
@@ -466,13 +472,13 @@ swap_req2, swap_orig2 = swap_test(cvae2)
 print("class from the code (5-NN):", {k: f"{v:.1%}" for k, v in knn.items()})
 print(f"swap test, 2-D CVAE: read as the requested label {swap_req2:.1%}, as the original {swap_orig2:.1%}")
 assert knn["CVAE 2-D"] < 0.4 and knn["VAE 2-D"] > knn["CVAE 2-D"] + 0.15
-assert swap_req2 > 0.85 and swap_orig2 < 0.05
+assert swap_req2 > 0.8 and swap_orig2 < 0.05  # 89.4%, 1.4%
 
 # %% [markdown]
-# The 2-D CVAE's codes predict the class only ≈ 23% of the time (chance: 10%), far less often than the 2-D
-# VAE's (≈ 54%), which must put the class into its two numbers because it has nowhere else to put it. The
+# The 2-D CVAE's codes predict the class only ≈ 24% of the time (chance: 10%), far less often than the 2-D
+# VAE's (≈ 53%), which must put the class into its two numbers because it has nowhere else to put it. The
 # 2-D CVAE's code holds style and little else, and the swap test of Section 3 now goes the other way:
-# decoded with a wrong label, ≈ 95% of the test digits are read as the requested digit and ≈ 1% as the
+# decoded with a wrong label, ≈ 89% of the test digits are read as the requested digit and ≈ 1.4% as the
 # original.
 #
 # ## 5. What is a label worth, in nats?
@@ -502,7 +508,7 @@ assert swap_req2 > 0.85 and swap_orig2 < 0.05
 # **Measured.** For the 2-D models the integral over $z$ is computed exactly (to grid accuracy) by
 # Chapter 3's quadrature, `quadrature_log_likelihood`, over an $80 \times 80$ grid on $[-4, 4]^2$, for all ten
 # labels and all 1,000 test digits. For the 20-D models we use the importance-sampled estimate of
-# Chapter 4 with $k = 100$ (a lower bound in expectation), on 200 test digits; the bound is looser for a
+# Chapter 4 with $k = 50$ (a lower bound in expectation), on 200 test digits; the bound is looser for a
 # wrong label, whose encoder proposal $q_\phi(z \mid x, y)$ fits the digit worse, which if anything favours
 # the true label in the comparisons below. In both
 # cases $\log p_\theta(x)$ of the CVAE is the log-sum over its ten label-given values, and the
@@ -522,14 +528,20 @@ def log_p_each_label_iwae(key, model, x, k):
                      for c, kc in enumerate(jax.random.split(key, NUM_CLASSES))], axis=1)  # fmt: skip
 
 
-N20, K20 = 200, 100
+N20, K20 = 200, 50
 k_c20, k_v20, k_check = jax.random.split(k_iwae, 3)
-log_p = {  # latent -> (log p(x | y = c) of the CVAE (N, 10), log p(x) of the VAE (N,))
-    "2-D": (log_p_each_label_exact(cvae2, x_test_bin),
-            np.asarray(vae_lib.quadrature_log_likelihood(vae2, x_test_bin, num_points=80, bound=4.0))),
-    "20-D": (log_p_each_label_iwae(k_c20, cvae20, x_test_bin[:N20], K20),
-             np.asarray(vae_lib.importance_log_likelihood(k_v20, vae20, x_test_bin[:N20], num_samples=K20))),
-}  # fmt: skip
+with warnings.catch_warnings(record=True) as caught:  # the library checks the grid against the posteriors
+    warnings.simplefilter("always", vae_lib.evaluation.CoarseGridWarning)
+    log_p = {  # latent -> (log p(x | y = c) of the CVAE (N, 10), log p(x) of the VAE (N,))
+        "2-D": (log_p_each_label_exact(cvae2, x_test_bin),
+                np.asarray(vae_lib.quadrature_log_likelihood(vae2, x_test_bin, num_points=80, bound=4.0))),
+        "20-D": (log_p_each_label_iwae(k_c20, cvae20, x_test_bin[:N20], K20),
+                 np.asarray(vae_lib.importance_log_likelihood(k_v20, vae20, x_test_bin[:N20], num_samples=K20))),
+    }  # fmt: skip
+coarse = [int(re.search(r"too coarse for (\d+) of", str(w.message)).group(1)) for w in caught
+          if issubclass(w.category, vae_lib.evaluation.CoarseGridWarning)]  # fmt: skip
+print(f"CoarseGridWarning from {len(coarse)} of the 11 quadratures: the CVAE's (one per label) flag at most "
+      f"{max(coarse[:-1], default=0)} of 1,000 digits, the VAE's {coarse[-1] if len(coarse) == 11 else 0}")  # fmt: skip
 # the quadrature against an independent estimate: IWAE (k = 200) is below it on average, and close
 k_check_c, k_check_v = jax.random.split(k_check)
 x_check = x_test_bin[:100]
@@ -579,32 +591,42 @@ assert (
     and 1.0 < r20["gain_median"] < np.log(10) - 0.1
     and 0.45 < r20["bayes_acc"] < 0.85
 )
-assert abs(r20["vs_vae"][0]) < 1.5 and 0.0 < r20["given_y_vs_vae"][0] < np.log(10) and r20["wrong"][0] < 10.0
+assert (
+    abs(r20["vs_vae"][0]) < 2.5
+    and 0.0 < r20["given_y_vs_vae"][0] < np.log(10) + 1.0
+    and r20["wrong"][0] < 10.0
+)
 
 # %% [markdown]
 # Read the table row by row.
 #
 # - **2-D.** For the median test digit the label is worth exactly $\log 10 = 2.30$ nats: the model's
-#   classifier is certain, and right. But the *mean* gain is only ≈ 0.2 nats, because the classifier, which
-#   is right for ≈ 91% of the digits, is certain and *wrong* for ≈ 8% of them
-#   ($p_\theta(\text{true } y \mid x) < 0.01$; for those, $\log p_\theta(\text{true } y \mid x) \approx -27$ on
+#   classifier is certain, and right. But the *mean* gain is ≈ 0.0 ± 0.3 nats, because the classifier, which
+#   is right for ≈ 88% of the digits, is certain and *wrong* for ≈ 9% of them
+#   ($p_\theta(\text{true } y \mid x) < 0.01$; for those, $\log p_\theta(\text{true } y \mid x) \approx -24$ on
 #   average). The identity above explains the averages: the mean gain is $\log 10$ minus the classifier's
 #   cross-entropy on the test digits.
 # - **2-D, CVAE against VAE.** The CVAE's model of unlabelled digits beats the 2-D VAE at the same budget
-#   by ≈ 25 nats per digit ($\log p_\theta(x) \approx -138$ against $\approx -163$). With the label summed out,
+#   by ≈ 26 nats per digit ($\log p_\theta(x) \approx -143$ against $\approx -169$). With the label summed out,
 #   the CVAE is a VAE with an extra *discrete* latent variable, a mixture of ten 2-D manifolds of digits,
 #   one per class; a single 2-D manifold must fit all classes at once. (The comparison is at equal
 #   architecture and epochs, not equal information: the CVAE saw the labels during training.)
-# - **20-D.** The label is worth ≈ 1.0 nats on average (median ≈ 1.8, below the 2.30 of a certain model):
-#   the model's own classifier is right for only ≈ 65% of the digits, and a wrong label costs only ≈ 4 nats
-#   (≈ 97 for the 2-D model), in line with Section 3, where the label hardly changed the samples. The
-#   CVAE's $\log p_\theta(x)$ and the 20-D VAE's agree within the error bars; its $\log p_\theta(x \mid y)$ is
-#   above the VAE's $\log p_\theta(x)$ by less than $\log 10$.
+# - **20-D.** The label is worth ≈ 1.1 nats on average (median ≈ 1.7, below the 2.30 of a certain model):
+#   the model's own classifier is right for only ≈ 62% of the digits, and a wrong label costs only ≈ 4 nats
+#   (≈ 82 for the 2-D model), in line with Section 3, where the label hardly changed the samples. The
+#   CVAE's $\log p_\theta(x)$ is ≈ 1.1 ± 0.4 nats above the 20-D VAE's (the two models differ in more than
+#   the label: they are separate training runs), and its $\log p_\theta(x \mid y)$ is ≈ 2.1 nats above the
+#   VAE's $\log p_\theta(x)$.
 #
 # The cell checks the identity $\log p(x \mid y) - \log p(x) = \log 10 + \log p(y \mid x)$ and the bound
 # $\le \log 10$ digit by digit. The 20-D numbers are
-# importance-sampled lower bounds; the 2-D ones are exact up to the grid, and the independent IWAE
-# estimates lie just below the quadrature for both 2-D models, as they should.
+# importance-sampled lower bounds; the 2-D ones are exact up to the grid. The grid is not fine enough
+# everywhere: the library's quadrature compares its spacing (0.1) with each digit's posterior width and
+# warns (`CoarseGridWarning`, counted above) that for a few digits per label of the CVAE, and for about
+# 18% of the digits of the 2-D VAE, whose posteriors are narrower, the midpoint rule can be off. On the
+# first 100 test digits the independent IWAE estimates ($k = 200$) lie 0.2 (CVAE) and 0.5 (VAE) nats below
+# the quadrature on average, as a lower bound should, so the averages in the table hold to about half a
+# nat, far less than the 26 nats between the models; single digits' values are less certain.
 #
 # ## 6. Conditioning on half an image: inpainting
 #
@@ -633,9 +655,9 @@ assert abs(r20["vs_vae"][0]) < 1.5 and 0.0 < r20["given_y_vs_vae"][0] < np.log(1
 TOP, BOTTOM = np.arange(392), np.arange(392, 784)  # the first 14 rows of pixels, and the last 14
 top_train = jnp.asarray(binarize(k_top, x_train))[:, TOP]  # (4000, 392): one fixed binarization
 top_test, bottom_test = x_test_bin[:, TOP], x_test_bin[:, BOTTOM]  # (1000, 392) each, binary
-EPOCHS_HALF = 15
+EPOCHS_HALF = 10
 
-inpainter = vae_lib.mlp_vae(392, 20, hidden=(500,), num_classes=392, rngs=nnx.Rngs(k_inits))
+inpainter = vae_lib.mlp_vae(392, 20, hidden=HIDDEN, num_classes=392, rngs=nnx.Rngs(k_inits))
 vae_lib.fit(
     inpainter,
     x_train[:, BOTTOM],
@@ -651,8 +673,8 @@ class BottomPredictor(nnx.Module):
     """The deterministic baseline: top half (N, 392) -> logits of the bottom pixels (N, 392)."""
 
     def __init__(self, *, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(392, 500, rngs=rngs)
-        self.out = nnx.Linear(500, 392, rngs=rngs)
+        self.hidden = nnx.Linear(392, HIDDEN[0], rngs=rngs)
+        self.out = nnx.Linear(HIDDEN[0], 392, rngs=rngs)
 
     def __call__(self, top):
         return self.out(jax.nn.relu(self.hidden(top)))
@@ -707,7 +729,7 @@ assert cll_gain > 8.0 and cll_gain > 8 * cll_gain_se
 
 # %% [markdown]
 # The CVAE gives the true bottom halves of the test digits a higher conditional log-likelihood than the
-# baseline, by ≈ 20 nats per digit ($\approx -57$ against $\approx -78$), although its number is only a lower
+# baseline, by ≈ 17 nats per digit ($\approx -65$ against $\approx -83$), although its number is only a lower
 # bound. Independent pixels cannot say "either this stroke or that one": the baseline must spread
 # probability over both, everywhere. The
 # CVAE's $z$ picks one completion, and the pixels are independent only *given* $z$.
@@ -752,21 +774,22 @@ print(
     f"greyness of the bottom halves, mean p(1 - p): CVAE completions {grey_cvae:.3f}, baseline {grey_base:.3f}"
 )
 read_true_cvae, read_true_base = np.mean(read == y_test[:N_HALF, None]), np.mean(read_base == y_test[:N_HALF])
-assert 1.1 < grey_base / grey_cvae < 1.6 and 0.4 < np.mean(distinct > 1) < 0.9
+assert 1.03 < grey_base / grey_cvae < 1.6 and 0.4 < np.mean(distinct > 1) < 0.9  # 1.11, 62.7%
 assert 0.55 < read_true_cvae < read_true_base < 0.95
 
 # %% [markdown]
 # Where the top half leaves no doubt, the completions agree and differ only in detail; where it is
-# ambiguous, they are different digits. Measured on 300 test digits with ten completions each: for ≈ 67%
-# of the digits the classifier reads the ten completions as more than one class (≈ 2.1 classes on
-# average). The baseline gives one answer per digit, a blurred average: its bottom halves are ≈ 1.3 times
-# greyer (mean $p(1 - p)$ over the bottom pixels, background included) than the CVAE's completions.
+# ambiguous, they are different digits. Measured on 300 test digits with ten completions each: for ≈ 63%
+# of the digits the classifier reads the ten completions as more than one class (≈ 1.9 classes on
+# average). The baseline gives one answer per digit, an average: its bottom halves are only ≈ 1.1 times
+# greyer (mean $p(1 - p)$ over the bottom pixels, background included) than the CVAE's completions, which
+# at this budget are themselves far from sharp.
 #
-# The baseline's one answer is read as the digit's true class more often (≈ 81%) than a single CVAE
-# completion (≈ 70%). That is not a point against the CVAE: an average lands on the most likely class,
+# The baseline's one answer is read as the digit's true class more often (≈ 78%) than a single CVAE
+# completion (≈ 72%). That is not a point against the CVAE: an average lands on the most likely class,
 # while draws from a distribution over completions land on the less likely ones in proportion. Which of
 # the two describes the real bottom halves better is what the conditional log-likelihood above measures,
-# and there the CVAE wins by ≈ 20 nats.
+# and there the CVAE wins by ≈ 17 nats.
 #
 # Sohn et al. (2015) go further: they learn the prior $p_\theta(z \mid y)$ instead of fixing it (a
 # "prior network"), and since the decoder is trained on codes from $q_\phi(z \mid x, y)$ but used at test
@@ -780,19 +803,19 @@ assert 0.55 < read_true_cvae < read_true_base < 0.95
 #   Chapter 2's with $y$ carried along. `vae_lib.mlp_vae(..., num_classes=C)` appends $y$ to the encoder's
 #   and the decoder's inputs; `fit`, `sample`, `evaluate_elbo`, `importance_log_likelihood` and
 #   `quadrature_log_likelihood` take the labels.
-# - Whether a CVAE obeys its label is measured, not eyeballed: a classifier (≈ 97.5% on real digits) reads
-#   its samples. A 20-D CVAE trained briefly mostly ignored its label (≈ 24% of samples read as requested):
+# - Whether a CVAE obeys its label is measured, not eyeballed: a classifier (≈ 97.3% on real digits) reads
+#   its samples. A 20-D CVAE trained briefly mostly ignored its label (≈ 19% of samples read as requested):
 #   the encoder put the class into $z$, the label is worth at most $\log 10$ nats, and the ELBO barely
-#   noticed (≈ 1 nat above the VAE).
-# - A 2-D CVAE, trained with a short $\beta = 20$ warm start, obeyed (≈ 97%), and separated style from content:
+#   noticed (≈ 2 nats above the VAE).
+# - A 2-D CVAE, trained with a short $\beta = 20$ warm start, obeyed (≈ 95%), and separated style from content:
 #   one $z$ written as ten digits, a real digit's slant and ink transferred to the other nine, and codes
 #   that hold little about the class.
 # - $\log p(x \mid y) - \log p(x) = \log 10 + \log p(y \mid x) \le \log 10$: a label is worth at most
 #   $\log 10$ nats per digit, and a CVAE contains a classifier. Summing out the label turned the 2-D CVAE into
-#   a much better model of unlabelled digits than a 2-D VAE (≈ 25 nats).
-# - With the top half of a digit as the condition, the CVAE inpaints: several sharper, different completions
-#   where the top is ambiguous, and a much higher conditional log-likelihood than a deterministic
-#   predictor, whose single answer is a blurred average.
+#   a much better model of unlabelled digits than a 2-D VAE (≈ 26 nats).
+# - With the top half of a digit as the condition, the CVAE inpaints: several different completions
+#   where the top is ambiguous, and a much higher conditional log-likelihood (≈ 17 nats) than a
+#   deterministic predictor, whose single answer is an average.
 #
 # ## Exercises
 #
@@ -818,9 +841,9 @@ assert 0.55 < read_true_cvae < read_true_base < 0.95
 # On test data the average is $\log 10 - \text{(cross-entropy of the model's classifier on the test digits)}$,
 # by the per-digit identity of Section 5. It is not a mutual information any more, because the test digits
 # are not drawn from the model, and it is negative whenever the classifier's test cross-entropy exceeds
-# $\log 10$, the cross-entropy of guessing uniformly. The 2-D CVAE sits near that point: its classifier is
-# right for ≈ 91% of the digits but so confidently wrong on ≈ 8% of them that its cross-entropy,
-# $\log 10$ minus the mean gain of ≈ 0.2 nats, is ≈ 2.1 nats against $\log 10 \approx 2.3$. A model can be a good
+# $\log 10$, the cross-entropy of guessing uniformly. The 2-D CVAE sits at that point: its classifier is
+# right for ≈ 88% of the digits but so confidently wrong on ≈ 9% of them that its cross-entropy,
+# $\log 10$ minus the mean gain of ≈ 0.0 nats, is ≈ 2.3 nats, as bad as a uniform guess. A model can be a good
 # generator for each label and still an overconfident classifier.
 #
 # </details>
@@ -833,27 +856,30 @@ assert 0.55 < read_true_cvae < read_true_base < 0.95
 
 # %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true}
 # Solution to exercise 2: try it yourself first, then run this cell.
-cvae2_plain = vae_lib.mlp_vae(784, 2, hidden=(500,), num_classes=NUM_CLASSES, rngs=nnx.Rngs(k_init2))
+cvae2_plain = vae_lib.mlp_vae(784, 2, hidden=HIDDEN_2D, num_classes=NUM_CLASSES, rngs=nnx.Rngs(k_init2))
 vae_lib.fit(cvae2_plain, x_train, y_train=y_train, key=k_fit2, epochs=EPOCHS_2, binarize=True, progress=False)
 acc2_plain = label_accuracy(
     cvae2_plain, k_acc2
 )  # the key of Section 4 on purpose: the same z, a paired comparison
 k_e1, k_e2 = jax.random.split(k_ex)
-elbo_warm = vae_lib.evaluate_elbo(k_e1, cvae2, x_test_bin, y=y_test).elbo
-elbo_plain = vae_lib.evaluate_elbo(k_e1, cvae2_plain, x_test_bin, y=y_test).elbo  # same key: paired
+elbo_warm = elbo_per_digit(k_e1, cvae2, x_test_bin, y_test)  # (1000,)
+elbo_plain = elbo_per_digit(k_e1, cvae2_plain, x_test_bin, y_test)  # same key: the same noise, paired
+elbo_change, elbo_change_se = mean_se(elbo_warm - elbo_plain)
 print("accuracy per label, warm start:", np.round(acc2, 2), f"overall {acc2.mean():.1%}")
 print("accuracy per label, beta = 1:  ", np.round(acc2_plain, 2), f"overall {acc2_plain.mean():.1%}")
-print(f"test ELBO: warm start {float(elbo_warm):.1f}, beta = 1 throughout {float(elbo_plain):.1f}")
+print(f"test ELBO: warm start {elbo_warm.mean():.1f}, beta = 1 throughout {elbo_plain.mean():.1f}; "
+      f"paired difference {elbo_change:.2f} ± {elbo_change_se:.2f} nats")  # fmt: skip
 assert 0.85 < acc2_plain.mean() < acc2.mean() and acc2_plain[1] < acc2[1] - 0.05
-assert abs(float(elbo_warm - elbo_plain)) < 2.0
+assert abs(elbo_change) < 2.0
 
 # %% [markdown]
 # <details><summary>Solution</summary>
 #
-# Without the warm start, ≈ 95% of the samples are read as the requested digit instead of ≈ 97%, and
-# most of the difference is in the 1s (≈ 68% instead of ≈ 83%); the test ELBOs differ by ≈ 0.4 nats
-# (≈ −139.6 without, ≈ −140.0 with). So the 2-D code does most of the work, and the warm start adds a
-# little, at no visible cost in ELBO. This is one run of each: it shows what the warm start did here, not
+# Without the warm start, ≈ 88% of the samples are read as the requested digit instead of ≈ 95%; the
+# largest differences are in the 5s (≈ 74% instead of 100%) and the 1s (≈ 57% instead of ≈ 72%). The test
+# ELBO with the warm start minus the one without is −0.4 ± 0.4 nats (paired: the same $z$ noise for both
+# models; ≈ −145.1 with, ≈ −144.7 without). So the 2-D code does most of the work, and the warm start adds
+# several points of accuracy, at no measurable cost in ELBO. This is one run of each: it shows what the warm start did here, not
 # how much it does in general (try other keys).
 #
 # </details>
@@ -937,10 +963,10 @@ assert -8.0 < mean_se(top_worth)[0] < -0.5 and max(len(set(lab.tolist())) for la
 # <details><summary>Solution</summary>
 #
 # (a) Over all 784 pixels the hand-written midpoint rule is the library's quadrature: the same sum, equal
-# to about $10^{-3}$ nats. (b) From its top half alone the model names the right digit for ≈ 84% of the
-# test digits (≈ 91.5% from the whole digit). (c) Its $\log p_\theta(\text{bottom} \mid \text{top}) \approx -73$ is
-# ≈ 16 nats below Section 6's inpainting CVAE ($\approx -57$). Worse, it is ≈ 2.6 nats *below* the same model's
-# $\log p_\theta(\text{bottom}) \approx -71$, which ignores the top half: on the test digits, telling this model
+# to about $10^{-3}$ nats. (b) From its top half alone the model names the right digit for ≈ 80% of the
+# test digits (≈ 88% from the whole digit). (c) Its $\log p_\theta(\text{bottom} \mid \text{top}) \approx -76$ is
+# ≈ 10 nats below Section 6's inpainting CVAE ($\approx -65$). Worse, it is ≈ 2.4 nats *below* the same model's
+# $\log p_\theta(\text{bottom}) \approx -73$, which ignores the top half: on the test digits, telling this model
 # the top half makes its prediction of the bottom half worse. Under the model's own distribution that
 # cannot happen on average (the average of $\log p(\text{bottom} \mid \text{top}) - \log p(\text{bottom})$ is
 # the mutual information between the halves, $\ge 0$, as in Exercise 1), so the negative number measures
