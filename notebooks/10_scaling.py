@@ -436,11 +436,10 @@ print(
 assert runs[8]["wall"] > runs[1]["wall"] and 1.5 < cpu_ratio < 10  # 3.0 when written
 
 # %% [markdown]
-# Eight devices are **slower** than one here, and they use 3.0 times the CPU time of one device for the same
-# epoch. (The
-# wall times of this shared machine are noisy, as the printed load average warns, and can put 2 or 4
-# devices near 1; the CPU column is the steady one.)
-# Nothing is wrong with the program; the hardware is not there. The eight "devices" share the machine's
+# Eight devices are **slower** than one here, and they use 3.0 times the CPU time of one device for the
+# same epoch. (The wall times of this shared machine are noisy, as the printed load average warns, and can
+# put 2 or 4 devices near 1; the CPU column is the steady one.) Nothing is wrong with the program; the
+# hardware is not there. The eight "devices" share the machine's
 # two cores: the arithmetic of an epoch is the same (the same 3,968 examples go
 # through the same matrix products), it cannot run on more than two cores whatever the device count, and
 # the sharded program adds work that a single device does not do. To see how much, we time the pieces of
@@ -557,19 +556,19 @@ plt.show()
 # %% [markdown]
 # What the pieces show (read the CPU columns: other work on this shared machine inflates the wall times):
 #
-# - **Gradients** cost a little more CPU time on 8 devices than on 1 (1.2 times here): the same arithmetic,
-#   cut into eight smaller matrix products. On two cores this
-#   work cannot go faster by being split more ways.
-# - **Adam** costs 5 times more on 8 devices: every device applies the whole update to its own
-#   copy of the parameters (eight times the arithmetic, though the CPU time grows less than eightfold
-#   here). On real devices these eight updates run at the same time on eight chips and
-#   cost one update's time; here they queue for two cores.
-# - **The all-reduce** is nearly free on one device (there is nothing to add up) and costs about a fifth (18%) of
-#   the 8-device epoch's CPU time: each of the 31 steps copies and adds the 0.33 M gradient values across eight
-#   buffers and makes the eight devices wait for each other.
+# - **Gradients** cost a little more CPU time on 8 devices than on 1 (1.2 times here): the same
+#   arithmetic, cut into eight smaller matrix products. On two cores this work cannot go faster by being
+#   split more ways.
+# - **Adam** costs 5 times more on 8 devices: every device applies the whole update to its own copy of
+#   the parameters (eight times the arithmetic, though the CPU time grows less than eightfold here). On
+#   real devices these eight updates run at the same time on eight chips and cost one update's time; here
+#   they queue for two cores.
+# - **The all-reduce** is nearly free on one device (there is nothing to add up) and costs about a fifth
+#   (18%) of the 8-device epoch's CPU time: each of the 31 steps copies and adds the 0.33 M gradient
+#   values across eight buffers and makes the eight devices wait for each other.
 # - The **whole epoch** costs more than these pieces together, on 8 devices by far (the untimed rest is
-#   44% of its CPU time). What is left was not
-#   timed separately: on any device count the epoch's binarization and the gathering of its batches; on 8
+#   44% of its CPU time). What is left was not timed separately: on any device count the epoch's
+#   binarization and the gathering of its batches; on 8
 #   devices also the synchronization of the devices at every step, and the data shuffle. `fit` draws
 #   each epoch's batches by a random permutation of the whole data set, whose rows are spread over the
 #   devices, and the compiled program does that by sending **every device all of the epoch's batches**,
@@ -600,7 +599,8 @@ plt.show()
 # trains data-parallel on a 2-device mesh and writes a checkpoint; the second `fit` call, **on one device
 # and without a mesh**, resumes from that file. The checkpoint holds plain arrays, not shardings, and the
 # run settings it records (model, optimizer, data fingerprint, key, ...) do not include the device count,
-# because the result depends on it only through float32 rounding (Section 5). We use batches of 256 (234 steps per epoch) and the
+# because the result depends on it only through float32 rounding (Section 5). We use batches of 256 (234
+# steps per epoch) and the
 # same small MLP; a 2-device mesh rather than 8 keeps the chapter within its time budget (Section 6 showed
 # what 8 simulated devices cost).
 
@@ -691,7 +691,8 @@ if full is not None:
 # processes on this machine (one CPU device each; CPU collectives between processes go through the `gloo`
 # library) and prints the command that runs it. It is not run by default: two more Python processes, each
 # importing JAX and compiling, took 16 s of CPU together when this chapter was written (74 s wall on the
-# shared machine), which would add about a quarter to the chapter's CPU time. Set `RUN_TWO_PROCESSES = True` to run it
+# shared machine), which would add about a quarter to the chapter's CPU time. Set `RUN_TWO_PROCESSES = True`
+# to run it
 # here; it then checks that both processes end with the parameters of the one-process run (run by hand
 # for this chapter: identical in both processes, $5.3 \times 10^{-8}$ relative to one process; the test
 # suite, `tests/test_sharding.py`, makes the same check).
@@ -756,7 +757,8 @@ if RUN_TWO_PROCESSES:
 #
 # That saves the loading, **not the device memory**, because of `fit`'s global shuffle (Section 6): every
 # epoch, the compiled program sends every device all of the epoch's batches (an all-reduce, or for small data
-# sets an all-gather, of the whole data set), and each device keeps its rows. So with `fit` as it is, each device holds the whole
+# sets an all-gather, of the whole data set), and each device keeps its rows. So with `fit` as it is, each
+# device holds the whole
 # data set during an epoch and the network carries it to every process once per epoch. For MNIST-sized
 # data (60,000 × 784 floats are 188 MB) that is affordable; a data set larger than one device's memory
 # needs a per-process input pipeline instead, which moves no data but gives results that depend on the
@@ -776,7 +778,8 @@ if RUN_TWO_PROCESSES:
 #   replicated: one all-reduce per step, into which XLA combined all twelve arrays (ten gradients and two
 #   batch sums of the loss) of our VAE.
 # - `vae_lib.fit(..., mesh=data_mesh())` does that in its compiled epoch. On 1, 2, 4 and 8 devices it gave
-#   the same parameters after 3 epochs to a relative $6$ to $7 \times 10^{-8}$ (float32 rounding); evaluation shards the
+#   the same parameters after 3 epochs to a relative $6$ to $7 \times 10^{-8}$ (float32 rounding);
+#   evaluation shards the
 #   same way with the same result.
 # - Eight simulated devices on two cores are **slower** than one: the same arithmetic on the same two
 #   cores, plus eight replicated Adam updates and an all-reduce per step (both timed), and a shuffle that
