@@ -275,7 +275,7 @@ ax.set_xlabel("epoch")
 ax.set_ylabel("ELBO (nats per digit)")
 ax.set_title("3,500 statically binarized digits: train and held-out ELBO")
 ax.set_ylim(-140, -85)
-ax.legend()
+ax.legend(fontsize="small", loc="lower right")  # below the held-out curves, which sit near -120
 ax.grid(alpha=0.3)
 plt.show()
 print(f"trained {EPOCHS} epochs in {train_seconds[0]:.1f} s wall, {train_seconds[1]:.1f} s CPU")
