@@ -586,7 +586,7 @@ for i, name in enumerate(MODELS):
     ax.bar(np.arange(10) + (i - 0.5) * width, hist[name], width, label=f"{name} (10,000 samples)")
 ax.axhline(0.1, color="grey", lw=0.8, ls="--")
 ax.set(xticks=range(10), xlabel="label given by the classifier", ylabel="share", title="Label histograms")
-ax.set_ylim(0, 0.24)
+ax.set_ylim(0, 1.3 * max(h.max() for h in (hist_real, *hist.values())))  # room for the legend
 ax.legend(fontsize="small", ncols=2, loc="upper left")
 plt.show()
 
