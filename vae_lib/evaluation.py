@@ -322,7 +322,12 @@ def _check_resolution(model, x, y, num_points: int, bound: float, action: str) -
     """Warn or raise when the grid spacing is too coarse for the encoder's posterior scale (see
     ``quadrature_log_likelihood``)."""
     h = 2.0 * bound / num_points
-    _, logvar = model.encode(x) if y is None else model.encode(x, y)  # (N, Z)
+    q = model.encode(x) if y is None else model.encode(x, y)
+    if not isinstance(q, tuple):  # a posterior object (vae_lib.posteriors): the scale of its base Gaussian
+        q = getattr(q, "base", None)
+        if not isinstance(q, tuple):
+            return  # no scale to check against
+    _, logvar = q  # (N, Z)
     std = np.exp(0.5 * np.asarray(logvar, dtype=np.float64))
     error = np.sum(2.0 * np.exp(-2.0 * math.pi**2 * (std / h) ** 2), axis=-1)  # relative, per example
     bad = error > 1e-3
