@@ -23,7 +23,7 @@
 # - make $q(z \mid x)$ itself richer with a **normalizing flow**, here an inverse autoregressive flow
 #   (IAF; Kingma et al., 2016);
 # - add a **second stochastic layer**, $p(z_2)\,p(z_1 \mid z_2)\,p(x \mid z_1)$, as in the IWAE paper's
-#   second architecture (Exercise 2, measured in a small version).
+#   second architecture (Exercise 2, measured at this chapter's budget).
 #
 # **What you will learn**
 #
@@ -40,8 +40,7 @@
 #
 # **Prerequisites**: Chapter 2 (the ELBO and the IWAE bound), Chapter 3 (the 2-D toy), Chapter 5 (gaps,
 # $\text{IWAE}_k$ as an estimate, paired standard errors), and Chapter 4 (MLP VAEs on the digits, dynamic
-# binarization, the fixed binary test set). The plain VAE here has the training settings of Chapter 13's
-# continuous VAE. The seed article stops at the diagonal-Gaussian VAE; nothing here corrects it.
+# binarization, the fixed binary test set). The seed article stops at the diagonal-Gaussian VAE; nothing here corrects it.
 #
 # **Units and protocol.** Log-likelihoods and ELBOs are in **nats per example**. A "±" is one standard
 # error over test examples; for the difference of two models on the same digits it is the *paired* standard
@@ -274,8 +273,12 @@ approx_iaf = toy_logp[i_worst] - point["best 4-step IAF q*"][0]
 toy_closed = 1 - approx_iaf / approx_gauss
 print(f"the flow closes {toy_closed:.0%} of this point's approximation gap")
 gap_enc_star = toy_logp[i_worst] - point["encoder's Gaussian"][0]
+# The three estimates share k_toy_eval (common random numbers: the same base noise), so they are positively
+# correlated and the independent-errors SE below over-states the SE of their difference: a conservative test.
 se_pair = math.hypot(point["best Gaussian q*"][1], point["best 4-step IAF q*"][1])
-assert abs(gap_enc.mean() - 0.010) < 0.004 and gap_enc[i_worst] > 10 * np.median(gap_enc)
+assert abs(gap_enc.mean() - 0.010) < 0.004 and abs(np.median(gap_enc) - 0.008) < 0.003
+assert gap_enc[i_worst] > 10 * np.median(gap_enc) and abs(gap_enc_star - 0.26) < 0.08
+assert 0.02 < approx_gauss < 0.07 and 0.01 < approx_iaf < 0.035  # 0.044 and 0.023
 assert approx_gauss < 0.5 * gap_enc_star  # most of this point's gap was amortization
 assert approx_iaf > -0.01 and approx_gauss - approx_iaf > 3 * se_pair and 0.25 < toy_closed < 0.75
 
@@ -319,9 +322,10 @@ shape = {name: shape_of(logd) for name, logd in densities.items()}
 for name, (rho, s1, s2) in shape.items():
     print(f"{name:<18} correlation {rho:+.3f}, skewness of z1 {s1:+.3f}, of z2 {s2:+.3f} (inside the window)")
 rho_exact, rho_gauss, rho_iaf = (shape[n][0] for n in densities)
-assert abs(rho_exact) > 0.1 and abs(rho_gauss) < 1e-3  # the diagonal Gaussian cannot tilt
-assert abs(rho_iaf - rho_exact) < 0.5 * abs(rho_exact)  # the flow does
-assert min(shape["exact p(z|x)"][1:]) > 0.1 and max(abs(v) for v in shape["best IAF q*"][1:]) < 0.1
+assert 0.13 < rho_exact < 0.27 and abs(rho_gauss) < 1e-3  # +0.20; the diagonal Gaussian cannot tilt
+assert abs(rho_iaf - rho_exact) < 0.5 * abs(rho_exact)  # +0.15: the flow does
+assert 0.1 < min(shape["exact p(z|x)"][1:]) and max(shape["exact p(z|x)"][1:]) < 0.35  # skew ≈ +0.2
+assert max(abs(v) for v in shape["best IAF q*"][1:]) < 0.1  # the flow's is ≈ 0
 
 # %% [markdown]
 # On average the encoder's Gaussian is within ≈ 0.010 nats of $\log p(x)$ (median ≈ 0.008): Chapter 5's
@@ -340,8 +344,8 @@ assert min(shape["exact p(z|x)"][1:]) > 0.1 and max(abs(v) for v in shape["best 
 #
 # ## 3. The digits: IWAE training, a flow posterior, and the plain VAE at one budget
 #
-# The plain VAE has the settings of Chapter 13's continuous VAE, with 50 latent dimensions instead of 20
-# (Burda et al.'s latent size, which leaves room for units to switch off): an MLP 784-500-50 with ReLU, a
+# The plain VAE is an MLP 784-200-50 with ReLU (50 latent dimensions and 200-unit hidden layers as in Burda et
+# al., who used two hidden layers where we use one; 50 latents leave room for units to switch off), a
 # Bernoulli decoder, Adam at $10^{-3}$, batches of 128, 15 epochs over the 4,000 training digits with dynamic
 # binarization, the fixed binarization of the 1,000 test digits. Three models share these settings, the initialization key and the data order:
 #
@@ -365,11 +369,12 @@ x_test = jnp.asarray(binarize(k_test_bin, digits.x_test))  # (1000, 784) of 0s a
 EPOCHS, BATCH, LEARNING_RATE = 15, 128, 1e-3
 Z = 50  # latent dimensions: room for inactive units (Burda et al. used 50)
 K_EVAL = 100  # IWAE_k' with k' = 100 samples per test digit
+H = 200  # hidden units of the encoder and decoder MLPs (Burda et al. used 200)
 runs = {
-    "VAE": (lambda k: vae_lib.mlp_vae(784, Z, hidden=(500,), rngs=nnx.Rngs(k)), {}),
-    "IWAE, k = 5": (lambda k: vae_lib.mlp_vae(784, Z, hidden=(500,), rngs=nnx.Rngs(k)),
+    "VAE": (lambda k: vae_lib.mlp_vae(784, Z, hidden=(H,), rngs=nnx.Rngs(k)), {}),
+    "IWAE, k = 5": (lambda k: vae_lib.mlp_vae(784, Z, hidden=(H,), rngs=nnx.Rngs(k)),
                     dict(objective="iwae", num_samples=5)),
-    "VAE + IAF (2 steps)": (lambda k: posteriors.iaf_vae(784, Z, hidden=(500,), num_steps=2, flow_hidden=64,
+    "VAE + IAF (2 steps)": (lambda k: posteriors.iaf_vae(784, Z, hidden=(H,), num_steps=2, flow_hidden=64,
                                                          rngs=nnx.Rngs(k)), {}),
 }  # fmt: skip
 models, seconds = {}, {}
@@ -419,10 +424,11 @@ print("smallest activity Var_x E[z_j|x]:", {name: round(r["min_activity"], 3) fo
 iw, fl = results["IWAE, k = 5"], results["VAE + IAF (2 steps)"]
 d_iw_ll, d_iw_elbo = mean_se(iw["ll"] - base["ll"]), mean_se(iw["elbo"] - base["elbo"])
 d_fl_ll, d_fl_elbo = mean_se(fl["ll"] - base["ll"]), mean_se(fl["elbo"] - base["elbo"])
-assert 0.5 < d_iw_ll[0] < 3.0 and d_iw_ll[0] > 3 * d_iw_ll[1] and d_iw_elbo[0] < -1.0
-assert 0.3 < d_fl_ll[0] < 3.0 and d_fl_ll[0] > 3 * d_fl_ll[1] and 1.5 < d_fl_elbo[0] < 6.0
+assert 1.4 < d_iw_ll[0] < 3.4 and d_iw_ll[0] > 3 * d_iw_ll[1] and -4.0 < d_iw_elbo[0] < -1.6  # 2.4, -2.8
+assert 0.4 < d_fl_ll[0] < 2.0 and d_fl_ll[0] > 3 * d_fl_ll[1] and 2.0 < d_fl_elbo[0] < 4.7  # 1.2, 3.3
 gaps = {name: r["ll"] - r["elbo"] for name, r in results.items()}
-assert abs(gaps["VAE"].mean() - 9.4) < 2.5
+assert abs(gaps["VAE"].mean() - 9.4) < 2.0 and abs(gaps["VAE + IAF (2 steps)"].mean() - 7.2) < 2.0
+assert abs(gaps["IWAE, k = 5"].mean() - 14.6) < 3.0
 assert mean_se(gaps["IWAE, k = 5"] - gaps["VAE"])[0] > 3 * mean_se(gaps["IWAE, k = 5"] - gaps["VAE"])[1]
 assert (
     mean_se(gaps["VAE"] - gaps["VAE + IAF (2 steps)"])[0]
@@ -435,22 +441,25 @@ assert 0.9 < seconds["VAE + IAF (2 steps)"][1] / seconds["VAE"][1] < 1.8
 # %% [markdown]
 # What the table says (one training run each; the differences are paired over the 1,000 test digits):
 #
-# - **IWAE training** raises the test log-likelihood by ≈ 1.6 nats and *lowers* the test ELBO by ≈ 3 nats.
+# - **IWAE training** raises the test log-likelihood by ≈ 2.4 nats and *lowers* the test ELBO by ≈ 2.8 nats.
 #   Both are expected. The IWAE bound rewards a decoder that explains the data well under a mixture of $k$
 #   posterior samples, and its gradient for the encoder weakens as $k$ grows (Rainforth et al., 2018); the
 #   encoder becomes a good *proposal* for importance sampling rather than a good posterior on its own
-#   (Cremer, Morris & Duvenaud, 2017), so the ELBO, which uses one sample, falls and the gap grows. A caveat
-#   on the comparison: $\text{IWAE}_{100}$ is a lower bound whose tightness depends on the encoder as a
-#   proposal, and the IWAE model's encoder was trained to be a good proposal, so part of the 1.6 nats may be a
+#   (Cremer, Morris & Duvenaud, 2017), so its ELBO (the $k = 1$ bound, here estimated as the mean of the 100
+#   log weights) falls and the gap grows. A caveat on the comparison: $\text{IWAE}_{100}$ is a lower bound whose tightness depends on the encoder as a
+#   proposal, and the IWAE model's encoder was trained to be a good proposal, so part of the 2.4 nats may be a
 #   tighter estimate rather than a better model; a larger $k'$ (Chapter 5) would shrink that part.
-# - **The IAF posterior** raises the test ELBO by ≈ 3.4 nats and the log-likelihood by ≈ 1.4 nats, and
-#   shrinks the ELBO-to-IWAE gap from ≈ 9.4 to ≈ 7.4 nats. Part of the ELBO gain is a better decoder (it was
+# - **The IAF posterior** raises the test ELBO by ≈ 3.3 nats and the log-likelihood by ≈ 1.2 nats, and
+#   shrinks the ELBO-to-IWAE gap from ≈ 9.4 to ≈ 7.2 nats. Part of the ELBO gain is a better decoder (it was
 #   trained with a better posterior), part a tighter bound; the next cell separates them.
 # - **Active units**: all 50 units are active in all three models. Burda et al. report more active units
 #   with IWAE training, but after thousands of epochs; after 15 epochs no unit has switched off yet, so this
 #   budget cannot show their effect (Exercise 1 asks you to look for it with more training).
-# - **Cost**: IWAE with $k = 5$ takes about twice the CPU time of the VAE (≈ 15 s against ≈ 7 s for the 15
-#   epochs, compilation included, in the stored run); the two IAF steps add about 30% (≈ 1.3 times).
+# - **Cost**: IWAE with $k = 5$ takes ≈ 1.8 times the CPU time of the VAE (≈ 11 s against ≈ 6 s for the 15
+#   epochs, compilation included, in the stored run: five decoder passes per example cost less than five
+#   times as much, since compilation and the encoder are shared); the two IAF steps add ≈ 20% in the stored run.
+#   These ratios move by a few tenths with the machine's load (1.2 to 1.4 for the IAF in our runs; the
+#   asserts allow for it).
 #
 # **At a fixed decoder.** To see how much of the gap the flow itself closes, we freeze the VAE's decoder and
 # give two encoders five more epochs each, both starting from the VAE's trained encoder: its own Gaussian,
@@ -464,7 +473,7 @@ assert 0.9 < seconds["VAE + IAF (2 steps)"][1] / seconds["VAE"][1] < 1.8
 FROZEN_EPOCHS = 5
 vae = models["VAE"]
 enc_gauss = nnx.clone(vae)
-enc_iaf = posteriors.iaf_vae(784, Z, hidden=(500,), num_steps=2, flow_hidden=64, rngs=nnx.Rngs(k_init))
+enc_iaf = posteriors.iaf_vae(784, Z, hidden=(H,), num_steps=2, flow_hidden=64, rngs=nnx.Rngs(k_init))
 copy_encoder_and_decoder(vae, enc_iaf)
 frozen_opt = frozen_decoder_adam(LEARNING_RATE)
 for m in (enc_gauss, enc_iaf):
@@ -491,18 +500,18 @@ print(
     f"the flow closes {digits_closed:.0%} of the gap left by the Gaussian encoder (ELBO {d_fl[0]:+.2f} ± {d_fl[1]:.2f})"
 )
 d_more = mean_se(frozen_elbo["Gaussian, +5 epochs"] - base["elbo"])
-assert d_more[0] > 0.5 and d_more[0] > 3 * d_more[1]  # more training of the Gaussian encoder alone helps
-assert 0.2 < d_fl[0] < 2.0 and d_fl[0] > 3 * d_fl[1] and 0.02 < digits_closed < 0.25
+assert 0.6 < d_more[0] < 2.0 and d_more[0] > 3 * d_more[1]  # 1.2: more training of the Gaussian encoder helps
+assert 0.3 < d_fl[0] < 1.5 and d_fl[0] > 3 * d_fl[1] and 0.03 < digits_closed < 0.2  # 0.8 nats, 9%
 assert d_fl_elbo[0] > 2 * d_fl[0]  # the jointly trained flow model gains far more ELBO
 
 # %% [markdown]
 # With the decoder fixed, five more epochs of the Gaussian encoder raise its ELBO by ≈ 1.2 nats (the
 # VAE's encoder was not converged: part of its gap was amortization that more training removes), and the
-# flow adds ≈ 0.7 nats on top, closing ≈ 8% of the gap the Gaussian encoder leaves. That is small against
-# the ≈ 3.4 nats of the jointly trained IAF model: most of what a flow posterior buys on the digits, at
+# flow adds ≈ 0.8 nats on top, closing ≈ 9% of the gap the Gaussian encoder leaves (approximation and
+# amortization together, against the reference). That is small against the ≈ 3.3 nats of the jointly trained IAF model: most of what a flow posterior buys on the digits, at
 # this budget, comes from the decoder it lets the model learn, not from a tighter bound for a given decoder.
 # Two caveats: the reference is a lower bound (an estimate with 100 samples), so every gap printed is a lower
-# bound on the true gap, and five epochs may not be enough for the flow's new weights, so 8% is what this
+# bound on the true gap, and five epochs may not be enough for the flow's new weights, so 9% is what this
 # budget closes, not the most a flow can.
 #
 # ## 4. Two stochastic layers
@@ -512,9 +521,10 @@ assert d_fl_elbo[0] > 2 * d_fl[0]  # the jointly trained flow model gains far mo
 # 2 nats over one layer after 3,280 passes over MNIST. Nothing in `vae_lib` needs to change for it: $z =
 # (z_1, z_2)$ is one latent vector whose posterior is an object with `sample` (ancestral: $z_1$, then $z_2$
 # given $z_1$) and `log_prob`; the prior $p(z_2)\,p(z_1 \mid z_2)$ is a learned prior with `log_prob` and
-# `sample` (Chapter 7's hook, `VAE(prior=...)`); the decoder reads only $z_1$. Exercise 2 builds a small
-# version, 784-200-20 with a second layer 20-100-10, and measures it against the one-layer 784-200-20 at
-# the same 15 epochs; its solution is run below the exercise.
+# `sample` (Chapter 7's hook, `VAE(prior=...)`); the decoder reads only $z_1$. Exercise 2 builds one on top
+# of Section 3's VAE ($z_1$ of 50 dimensions read by the same 50-200-784 decoder, and a second layer
+# $z_2$ of 20 dimensions through MLPs with 100 hidden units), and measures it against that VAE at the same
+# 15 epochs; its solution is run below the exercise.
 #
 # ## Summary
 #
@@ -528,14 +538,15 @@ assert d_fl_elbo[0] > 2 * d_fl[0]  # the jointly trained flow model gains far mo
 #   the exact posterior is tilted, and the flow tilts with it (it does not capture the posterior's skew).
 # - On the digits, at one budget (15 epochs, one seed each):
 #
-# | model (784-500-50, 15 epochs) | test $\text{IWAE}_{100}$ | test ELBO | gap | active units | CPU s |
+# | model (784-200-50, 15 epochs) | test $\text{IWAE}_{100}$ | test ELBO | gap | active units | CPU s |
 # | --- | --- | --- | --- | --- | --- |
-# | VAE | −117.7 ± 0.9 | −127.0 ± 1.0 | 9.4 | 50 | ≈ 7 |
-# | IWAE, $k = 5$ | VAE + 1.6 ± 0.1 | VAE − 3.1 ± 0.1 | 14.0 | 50 | ≈ 15 |
-# | VAE + IAF (2 steps) | VAE + 1.4 ± 0.1 | VAE + 3.4 ± 0.1 | 7.4 | 50 | ≈ 10 |
+# | VAE | −128.7 ± 1.0 | −138.2 ± 1.1 | 9.4 ± 0.1 | 50 | ≈ 6 |
+# | IWAE, $k = 5$ | VAE + 2.4 ± 0.1 | VAE − 2.8 ± 0.1 | 14.6 ± 0.1 | 50 | ≈ 11 |
+# | VAE + IAF (2 steps) | VAE + 1.2 ± 0.2 | VAE + 3.3 ± 0.2 | 7.2 ± 0.1 | 50 | ≈ 7 |
 #
-#   (The printed table above has the unrounded values; CPU seconds depend on the machine.) IWAE training buys
-#   log-likelihood and costs ELBO; the flow buys both. At a fixed decoder, the flow closes ≈ 8% of the
+#   (The printed table above has the unrounded values; "VAE +" rows are paired differences over the same
+#   1,000 test digits; the gap is $\text{IWAE}_{100} - \text{ELBO}$; CPU seconds depend on the machine.) IWAE training buys
+#   log-likelihood and costs ELBO; the flow buys both. At a fixed decoder, the flow closes ≈ 9% of the
 #   gap the Gaussian encoder leaves. All 50 units stay active after 15 epochs in every model, so Burda et
 #   al.'s active-unit result is not visible at this budget.
 #
@@ -566,19 +577,23 @@ assert d_fl_elbo[0] > 2 * d_fl[0]  # the jointly trained flow model gains far mo
 # `in_features = 784`) returning a posterior object for $z = (z_1, z_2)$, a prior module with `log_prob(z)`
 # and `sample(key, n)` for $p(z_2)\,p(z_1 \mid z_2)$, a decoder module (with attributes `likelihood` and
 # `latent_dim`) that reads $z_1$, put together with `posteriors.PosteriorVAE(encoder, decoder, prior)`.
-# Train it and the one-layer `mlp_vae(784, 20, hidden=(200,))` with the settings of Section 3, and compare
-# their $\text{IWAE}_{100}$ and their training time. What does the second layer buy after 15 epochs?
+# Give its first layer the sizes of Section 3's VAE ($z_1$ of 50 dimensions, a 784-200-50 encoder and a
+# 50-200-784 decoder, trained from scratch) and a second layer of 20 dimensions, train it with the settings of Section 3, and compare its
+# $\text{IWAE}_{100}$ and its training time with Section 3's VAE (paired over the test digits). What does the
+# second layer buy after 15 epochs?
 #
 # <details><summary>Solution</summary>
 #
 # The cell below builds it (`vae_lib.MLPEncoder` serves as each Gaussian conditional). After 15 epochs the
-# two-layer model is *behind* the one-layer one, by ≈ 24 nats of $\text{IWAE}_{100}$ (−148.8 against
-# −124.5), and costs ≈ 1.9 times its CPU time. Its training is slow to start: the second layer begins with
-# a random conditional prior $p(z_1 \mid z_2)$ and a Monte Carlo KL, and how far behind it is after 15
-# epochs depends strongly on the initialization, so take the 24 nats as what one run gives, not as a property
-# of the architecture. It needs far longer training before it can pay off (Burda et al. trained for 3,280 passes; Sønderby et al., 2016, needed
-# warm-up and batch normalization to make deeper hierarchies train at all). One seed and one budget: this
-# says what 15 epochs give, not what two layers can do.
+# two-layer model is *behind* the one-layer VAE, by ≈ 22.5 ± 0.3 nats of $\text{IWAE}_{100}$ (−151.3 against
+# −128.7), and costs ≈ 1.5 times its CPU time (1.3 to 1.6 in our runs, depending on load). One likely
+# reason, which this cell does not test: the second layer starts from a random conditional prior
+# $p(z_1 \mid z_2)$ and learns through a Monte Carlo KL, so $q(z_1 \mid x)$ is pulled towards a moving,
+# poorly fitted prior early in training. Take the 22.5 nats as what one run with one initialization gives,
+# not as a property of the architecture; the ± covers the test digits, not training runs. Two layers need far
+# longer training before they can pay off (Burda et al. trained for 3,280 passes; Sønderby et al., 2016,
+# needed warm-up and batch normalization to make deeper hierarchies train at all). One seed and one budget:
+# this says what 15 epochs give, not what two layers can do.
 #
 # </details>
 
@@ -586,12 +601,12 @@ assert d_fl_elbo[0] > 2 * d_fl[0]  # the jointly trained flow model gains far mo
 # %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true}
 # Solution to exercise 2: try it yourself first, then run this cell.
 class TwoLayerEncoder(nnx.Module):
-    """q(z1|x) q(z2|z1): Gaussian MLPs 784-200-20 and 20-100-10; z = (z1, z2) of size 30."""
+    """q(z1|x) q(z2|z1): Gaussian MLPs 784-200-50 and 50-100-20; z = (z1, z2) of size 70."""
 
     def __init__(self, rngs):
         self.in_features, self.num_classes = 784, 0
-        self.q1 = vae_lib.MLPEncoder(784, 20, hidden=(200,), rngs=rngs)
-        self.q2 = vae_lib.MLPEncoder(20, 10, hidden=(100,), rngs=rngs)
+        self.q1 = vae_lib.MLPEncoder(784, Z, hidden=(H,), rngs=rngs)
+        self.q2 = vae_lib.MLPEncoder(Z, Z2, hidden=(100,), rngs=rngs)
 
     def __call__(self, x):
         return TwoLayerPosterior(self.q1(x), self.q2)
@@ -605,67 +620,63 @@ class TwoLayerPosterior:
 
     def sample_and_log_prob(self, key, num_samples):
         k1, k2 = jax.random.split(key)
-        z1 = self.q1.sample(k1, num_samples)  # (K, B, 20)
-        mean2, logvar2 = self.q2(z1)  # (K, B, 10) each
+        z1 = self.q1.sample(k1, num_samples)  # (K, B, 50)
+        mean2, logvar2 = self.q2(z1)  # (K, B, 20) each
         z2 = vae_lib.reparameterize(k2, mean2, logvar2)
-        return jnp.concatenate([z1, z2], axis=-1), self.log_prob(jnp.concatenate([z1, z2], axis=-1))
+        z = jnp.concatenate([z1, z2], axis=-1)  # (K, B, 70)
+        return z, self.log_prob(z)
 
     def sample(self, key, num_samples):
         return self.sample_and_log_prob(key, num_samples)[0]
 
     def log_prob(self, z):
-        z1, z2 = z[..., :20], z[..., 20:]
+        z1, z2 = z[..., :Z], z[..., Z:]
         return self.q1.log_prob(z1) + vae_lib.gaussian_log_prob(z2, *self.q2(z1))
 
 
 class TwoLayerPrior(nnx.Module):
-    """p(z) = p(z2) p(z1|z2): N(0, I) on z2 and a Gaussian MLP 10-100-20 for z1."""
+    """p(z) = p(z2) p(z1|z2): N(0, I) on z2 and a Gaussian MLP 20-100-50 for z1."""
 
     def __init__(self, rngs):
-        self.p1 = vae_lib.MLPEncoder(10, 20, hidden=(100,), rngs=rngs)  # z2 -> (mean, logvar) of z1
+        self.p1 = vae_lib.MLPEncoder(Z2, Z, hidden=(100,), rngs=rngs)  # z2 -> (mean, logvar) of z1
 
     def log_prob(self, z):
-        z1, z2 = z[..., :20], z[..., 20:]
+        z1, z2 = z[..., :Z], z[..., Z:]
         return vae_lib.standard_normal_log_prob(z2) + vae_lib.gaussian_log_prob(z1, *self.p1(z2))
 
     def sample(self, key, num_samples):
         k2, k1 = jax.random.split(key)
-        z2 = jax.random.normal(k2, (num_samples, 10))
+        z2 = jax.random.normal(k2, (num_samples, Z2))
         return jnp.concatenate([vae_lib.reparameterize(k1, *self.p1(z2)), z2], axis=-1)
 
 
 class FirstLayerDecoder(nnx.Module):
-    """p(x|z1): a Bernoulli MLP 20-200-784 that reads only z1 = z[..., :20]."""
+    """p(x|z1): the VAE's Bernoulli MLP decoder 50-200-784, reading only z1 = z[..., :50]."""
 
     def __init__(self, rngs):
-        self.likelihood, self.latent_dim, self.num_classes = "bernoulli", 30, 0
-        self.net = vae_lib.MLPDecoder(20, 784, hidden=(200,), rngs=rngs)
+        self.likelihood, self.latent_dim, self.num_classes = "bernoulli", Z + Z2, 0
+        self.net = vae_lib.MLPDecoder(Z, 784, hidden=(H,), rngs=rngs)
 
     def __call__(self, z):
-        return self.net(z[..., :20])
+        return self.net(z[..., :Z])
 
 
-k_one, k_two, k_ex2_fit, k_ex2_eval = jax.random.split(k_ex2, 4)
-rngs_two = nnx.Rngs(k_two)  # one stream for the three modules of the two-layer model
-small = {
-    "one stochastic layer (784-200-20)": vae_lib.mlp_vae(784, 20, hidden=(200,), rngs=nnx.Rngs(k_one)),
-    "two stochastic layers (+ 100-10)": posteriors.PosteriorVAE(TwoLayerEncoder(rngs_two), FirstLayerDecoder(rngs_two),
-                                                               TwoLayerPrior(rngs_two)),
-}  # fmt: skip
-small_ll, small_seconds = {}, {}
-for name, m in small.items():
-    _, wall, cpu = timed(vae_lib.fit, m, x_train, key=k_ex2_fit, epochs=EPOCHS, batch_size=BATCH,
-                         learning_rate=LEARNING_RATE, binarize=True, progress=False)  # fmt: skip
-    small_seconds[name] = (wall, cpu)
-    lw = np.asarray(test_log_weights(m, k_ex2_eval), np.float64)
-    small_ll[name] = np.asarray(vae_lib.log_mean_exp(lw, axis=0))
-    print(f"{name:<34} IWAE_{K_EVAL} {mean_se(small_ll[name])[0]:8.2f} ± {mean_se(small_ll[name])[1]:.2f}; "
-          f"trained in {wall:.1f} s wall, {cpu:.1f} s CPU")  # fmt: skip
-names = list(small)
-d_two = mean_se(small_ll[names[1]] - small_ll[names[0]])
-cost_two = small_seconds[names[1]][1] / small_seconds[names[0]][1]
+Z2 = 20  # the second stochastic layer
+rngs_two = nnx.Rngs(k_ex2)  # one stream for the three modules of the two-layer model
+two = posteriors.PosteriorVAE(TwoLayerEncoder(rngs_two), FirstLayerDecoder(rngs_two), TwoLayerPrior(rngs_two))
+# the one-layer baseline is Section 3's VAE: same data order (k_fit), same evaluation key (k_eval)
+_, wall_two, cpu_two = timed(vae_lib.fit, two, x_train, key=k_fit, epochs=EPOCHS, batch_size=BATCH,
+                             learning_rate=LEARNING_RATE, binarize=True, progress=False)  # fmt: skip
+ll_two = np.asarray(vae_lib.log_mean_exp(np.asarray(test_log_weights(two, k_eval), np.float64), axis=0))
+print(f"one stochastic layer (Section 3's VAE): IWAE_{K_EVAL} {mean_se(base['ll'])[0]:8.2f} ± "
+      f"{mean_se(base['ll'])[1]:.2f}; trained in {seconds['VAE'][1]:.1f} s CPU")  # fmt: skip
+print(f"two stochastic layers (+ 50-100-20):   IWAE_{K_EVAL} {mean_se(ll_two)[0]:8.2f} ± {mean_se(ll_two)[1]:.2f}; "
+      f"trained in {cpu_two:.1f} s CPU")  # fmt: skip
+d_two = mean_se(ll_two - base["ll"])
+cost_two = cpu_two / seconds["VAE"][1]
 print(f"second layer: {d_two[0]:+.2f} ± {d_two[1]:.2f} nats; CPU time x{cost_two:.2f}")
-assert -40 < d_two[0] < 3 and 1.1 < cost_two < 3.0  # after 15 epochs the second layer has not paid off
+assert -35 < d_two[0] < -10 and d_two[0] < -3 * d_two[1]  # -22.5: behind the one-layer VAE after 15 epochs
+assert 1.0 < cost_two < 2.5  # ≈ 1.5 times the CPU time
 
 
 # %% [markdown]
