@@ -77,6 +77,7 @@ __all__ = [
     "log_likelihood",
     "log_mean_exp",
     "mlp_vae",
+    "posteriors",
     "priors",
     "quadrature_log_likelihood",
     "reparameterize",
