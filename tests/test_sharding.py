@@ -7,7 +7,7 @@ JSON.
 
 Tolerance: splitting a batch over ``n`` devices changes only the order in which the gradient's sum over
 examples is added up (a partial sum per device, then an all-reduce), so parameters agree to float32
-rounding. After 3 epochs (93 Adam steps) the measured largest relative difference is about 3e-7; the
+rounding. After 3 epochs (96 Adam steps) the measured largest relative difference is about 3e-7; the
 tests allow 1e-5. Evaluation splits only the examples of a chunk, which are independent, so it agrees
 to 1e-6 nats.
 """
