@@ -107,6 +107,27 @@ def ratio(label: str, times: Times, a: str, b: str, *, goal: str = "") -> None:
     print(f"   {label}: {med:.2f} by median wall time, {best:.2f} by best, {cpu:.2f} by CPU time{goal}")
 
 
+def epoch_config(model, *, batch_size: int, optimizer, mesh=None):
+    """The static configuration of ``fit``'s compiled epoch that the benchmarks time: the ELBO (beta = 1,
+    analytic KL, one sample) with dynamic binarization, on ``mesh`` (``None``: one device)."""
+    from flax import nnx
+
+    from vae_lib import training
+
+    return training._Config(
+        graphdef=nnx.graphdef(model),
+        optimizer=optimizer,
+        likelihood=model.likelihood,
+        objective="elbo",
+        num_samples=1,
+        analytic_kl=True,
+        binarize=True,
+        batch_size=batch_size,
+        beta_schedule=None,
+        mesh=mesh,
+    )
+
+
 def library_epoch(model, x, *, batch_size: int, learning_rate: float, key_of_epoch=None, bernoulli=None):
     """``fit``'s own compiled epoch (dynamic binarization, Adam), called as ``fit`` calls it.
 
@@ -122,18 +143,9 @@ def library_epoch(model, x, *, batch_size: int, learning_rate: float, key_of_epo
 
     from vae_lib import training
 
-    graphdef, params = nnx.split(model)
-    config = training._Config(
-        graphdef=graphdef,
-        optimizer=training._adam(learning_rate) if bernoulli is None else optax.adam(learning_rate),
-        likelihood=model.likelihood,
-        objective="elbo",
-        num_samples=1,
-        analytic_kl=True,
-        binarize=True,
-        batch_size=batch_size,
-        beta_schedule=None,
-    )
+    params = nnx.state(model)
+    optimizer = training._adam(learning_rate) if bernoulli is None else optax.adam(learning_rate)
+    config = epoch_config(model, batch_size=batch_size, optimizer=optimizer)
     if key_of_epoch is None:
         key_of_epoch = lambda e: jax.random.fold_in(jax.random.key(1), e)  # noqa: E731
     num_batches = x.shape[0] // batch_size

@@ -28,7 +28,6 @@ GPU node.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import statistics
@@ -73,31 +72,16 @@ def compiled_epoch(model, x_np, *, mesh, batch_size: int, learning_rate: float =
     Returns a callable that runs one more epoch and waits for it; it has run once (compiling) on return.
     Its ``hlo()`` gives the compiled epoch's text (compiled again, ahead of time).
     """
+    import _common
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
     from vae_lib import sharding, training
 
-    graphdef, params = nnx.split(model)
-    fields = {f.name for f in dataclasses.fields(training._Config)}
-    config = training._Config(
-        **{
-            name: value
-            for name, value in dict(
-                graphdef=graphdef,
-                optimizer=training._adam(learning_rate),
-                likelihood=model.likelihood,
-                objective="elbo",
-                num_samples=1,
-                analytic_kl=True,
-                binarize=True,
-                batch_size=batch_size,
-                beta_schedule=None,
-                mesh=mesh,
-            ).items()
-            if name in fields
-        }
+    params = nnx.state(model)
+    config = _common.epoch_config(
+        model, batch_size=batch_size, optimizer=training._adam(learning_rate), mesh=mesh
     )
     opt_state = config.optimizer.init(params)
     x, beta = jnp.asarray(x_np), jnp.float32(1.0)
