@@ -15,15 +15,15 @@
 # Bernoulli decoder on binarized digits, where the likelihood is a probability and the ELBO is a bound
 # on $\log P(x)$. Real images are grey levels: 8-bit integers. This chapter trains the usual decoders
 # for them on the same grey-level digits and **compares them on one scale**, bits per dimension on the
-# discrete 8-bit test data, with standard errors, then repeats the comparison on Fashion-MNIST. Then it reproduces the mistakes that fill the issue
-# trackers of VAE tutorials ("why does my KL go to zero?", "why NaN?", "BCE or MSE?", "why are my samples
+# discrete 8-bit test data, with standard errors, then repeats the comparison on Fashion-MNIST. Then it
+# reproduces the mistakes that fill the issue trackers of VAE tutorials ("why does my KL go to zero?", "why NaN?", "BCE or MSE?", "why are my samples
 # blurry?"), measures each one, and fixes it.
 #
 # **What you will learn**
 #
 # - The Gaussian decoder with a fixed $\sigma$ and why $\sigma^2$ is a $\beta$ in disguise; a learned
-#   $\sigma$ (shared, per pixel), and why a per-pixel $\sigma$ **collapses to 0** on data that sit on a
-#   lattice; the **calibrated decoder** of the $\sigma$-VAE (Rybkin et al., 2021).
+#   $\sigma$ (shared, per pixel), and why a per-pixel $\sigma$ has **no maximum-likelihood value** on data
+#   that sit on a lattice ($\sigma \to 0$); the **calibrated decoder** of the $\sigma$-VAE (Rybkin et al., 2021).
 # - The **continuous Bernoulli** (Loaiza-Ganem & Cunningham, 2019): the normalized version of "BCE on grey
 #   levels", and its normalizer computed stably.
 # - A **discretized logistic** likelihood on the 8-bit data (Salimans et al., 2017), and **dequantization**:
@@ -38,7 +38,7 @@
 #
 # **Units.** Likelihoods are in **bits per dimension** (bits/dim): $-\log_2 P(x)/D$ with $D = 784$, the
 # unit of the image-modelling literature; lower is better, and 8 bits/dim is the cost of a uniform guess
-# over 256 grey levels. ELBOs in nats are per digit (summed over the pixels).
+# over 256 grey levels. ELBOs in nats are per image (summed over the pixels).
 #
 # A note on the article this course grew out of: it presents the choice between "BCE and MSE" as a matter
 # of taste. They are two likelihoods; a cross-entropy on grey levels is not a normalized likelihood, so the
@@ -139,6 +139,7 @@ def mean_se(a):
 
 
 def train(likelihood, data, *, key, seed, obs_logvar=None, beta=1.0, learning_rate=1e-3, epochs=EPOCHS):
+    """A 784-256-16 VAE with this decoder, initialized from `seed` and fitted with key fold_in(key, seed)."""
     model = vae_lib.mlp_vae(
         D, Z, hidden=HIDDEN, likelihood=likelihood, obs_logvar=obs_logvar, rngs=nnx.Rngs(seed)
     )
@@ -226,19 +227,25 @@ sigma_shared = float(jnp.exp(0.5 * MODELS["Gaussian, learned shared sigma"][0].d
 print(f"learned shared sigma: {sigma_shared:.3f}")
 
 # %% [markdown]
-# The ranking, measured on the same 1,000 test digits (every gap is many standard errors): the
-# **discretized logistic** is best, ≈ 1.8 bits/dim; the **continuous Bernoulli** ≈ 3.5; then the Gaussians,
-# per-pixel $\sigma$ ≈ 7.0, calibrated ≈ 7.4, learned shared $\sigma$ ≈ 7.8 (it learned $\sigma$ ≈ 0.21),
-# and fixed $\sigma = 0.1$ ≈ 8.2, worse than the 8 bits/dim of a uniform guess. Why so spread? About 80% of
-# the pixels are background, and a model whose $p(x\mid z)$ can put most of its mass on "exactly black"
-# wins most of the bits there: the discretized logistic puts the whole bin $k = 0$ (the tail below $0.5/255$)
-# on it, the continuous Bernoulli a density spike at 0, while a Gaussian must spend the same $\sigma$ on the
-# background as on the strokes (per-pixel $\sigma$ helps, a shared one cannot). The standard errors are
-# over the 1,000 test digits of *one* trained model per decoder (one seed, 320 steps); they do not include
-# the variation between training runs, so the wide gaps (discrete vs continuous Bernoulli vs Gaussians)
-# are safer findings than the order of the close Gaussians. One caveat in the calibrated
-# decoder's favour: at test time its $\sigma^2$ is the mean squared error of each evaluation chunk (100
-# test digits × 64 samples of $z$), i.e. fitted on the test digits, one number per chunk.
+# The ranking, measured on the same 1,000 test digits (each gap to the next decoder is at least 23 paired
+# standard errors): the **discretized logistic** is best, ≈ 1.8 bits/dim; the **continuous Bernoulli**
+# ≈ 3.5; then the Gaussians, per-pixel $\sigma$ ≈ 7.0, calibrated ≈ 7.4, learned shared $\sigma$ ≈ 7.8 (it
+# learned $\sigma$ ≈ 0.21), and fixed $\sigma = 0.1$ ≈ 8.2, worse than the 8 bits/dim of a uniform guess.
+# Why so spread? About 81% of the pixel values are exactly 0, and a model whose $p(x\mid z)$ can put most
+# of its mass on "exactly black" wins most of the bits there: the discretized logistic puts the whole bin
+# $k = 0$ (the tail below $0.5/255$) on it, the continuous Bernoulli a density spike at 0, while a Gaussian
+# must spend the same $\sigma$ on the background as on the strokes (per-pixel $\sigma$ helps, a shared one
+# cannot).
+#
+# The standard errors are over the 1,000 test digits of *one* trained model per decoder (one seed, 320
+# steps). The gaps printed next to the table are **paired**: the mean and standard error of the per-digit
+# difference between two decoders on the same digits, in which each digit's own difficulty cancels; here
+# every gap's standard error is smaller than the unpaired $\sqrt{s_a^2 + s_b^2}$ of the two decoders'
+# standard errors. Neither includes the variation between training runs, so the wide gaps (discrete vs
+# continuous Bernoulli vs Gaussians) are safer findings than the order of the close Gaussians. One caveat
+# in the calibrated decoder's favour: at test time its $\sigma^2$ is the mean squared error of each
+# evaluation chunk (100 test digits × 64 samples of $z$), i.e. fitted on the test digits, one number per
+# chunk.
 
 # %%
 bands = {
@@ -253,8 +260,10 @@ for name, (lo, hi) in bands.items():
     assert lo < BPD[name].mean() < hi, (name, BPD[name].mean())
 digits_order, digits_gaps = ranking(BPD)
 assert digits_order == list(bands), digits_order
-for (a, b), (gap, gap_se) in digits_gaps.items():  # each better than the next by more than 5 paired SEs
-    assert gap > 5 * gap_se, (a, b, gap, gap_se)
+print("smallest gap / paired SE:", round(min(g / g_se for g, g_se in digits_gaps.values()), 1))
+for (a, b), (gap, gap_se) in digits_gaps.items():  # measured 23.6 or more paired SEs
+    assert gap > 12 * gap_se, (a, b, gap, gap_se)
+    assert gap_se < math.hypot(mean_se(BPD[a])[1], mean_se(BPD[b])[1])  # pairing helps
 assert 0.15 < sigma_shared < 0.28
 
 # %% [markdown]
@@ -302,8 +311,8 @@ for a, b in zip(ll_floor, ll_floor[1:], strict=False):  # unbounded: exactly 125
 # %% [markdown]
 # On the raw levels, the 125 always-black pixels get $\sigma = 0$ and an infinite likelihood; each factor
 # of 1,000 in the floor adds exactly $125 \log 1000 \approx 863$ nats per digit, for ever. On dequantized
-# data every pixel's maximum-likelihood $\sigma$ is at least $\approx 1.1 \times 10^{-3}$, the width of a
-# bin, and the maximum exists.
+# data every pixel's maximum-likelihood $\sigma$ is at least $\approx 1.1 \times 10^{-3}$, the standard
+# deviation of the uniform noise within one bin, and the maximum exists.
 #
 # **Does a trained VAE go there?** Train the per-pixel Gaussian VAE of Section 1 on the raw levels, at the
 # same budget, and compare it with the one trained on dequantized data.
@@ -414,6 +423,8 @@ recon = reconstruction_stats(MODELS, x_test, y_test, ks[2 * len(MODELS) :])
 worst, best = max(recon, key=lambda n: recon[n][0]), min(recon, key=lambda n: recon[n][0])
 assert worst == "Gaussian, learned per-pixel sigma" and recon[worst][1] > 3 * grey(x_test)  # 42.1, 0.369
 assert best == "Calibrated Gaussian (sigma-VAE)" and 16 < recon[best][0] < 21  # 18.3
+assert 38 < recon[worst][0] < 46 and 17 < recon["Discretized logistic (8-bit)"][0] < 23  # 42.1, 19.8
+assert min(recon, key=lambda n: recon[n][1]) == "Discretized logistic (8-bit)"  # fewest grey pixels, 0.214
 
 # %% [markdown]
 # The reconstructions do not follow the table. The per-pixel Gaussian, third in bits/dim, reconstructs
@@ -432,7 +443,7 @@ assert best == "Calibrated Gaussian (sigma-VAE)" and 16 < recon[best][0] < 21  #
 # bags, with more texture and more grey. The operating-system package `dataset-fashion-mnist` holds it,
 # and `vae_lib.data.load_mnist("fashion_mnist")` reads it offline after checking each file's content
 # against pinned SHA-256 hashes; where the package is not installed, this section and Exercise 3 are
-# skipped with a message saying how to get it.
+# skipped with a message saying how to get it (the numbers quoted below are those of the stored run).
 #
 # We draw 4,000 training and 1,000 test images at random (with the chapter's keys) and call Section 1's
 # `compare_decoders` unchanged: the same six decoders, architecture, optimizer and budget (10 epochs,
@@ -447,7 +458,8 @@ except DownloadError as err:
     fashion = None
     print(f"Skipping Section 4 and Exercise 3: Fashion-MNIST is not available offline here ({err}).")
     print("On Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist, then run the chapter again.")
-if fashion is not None:
+HAVE_FASHION = fashion is not None
+if HAVE_FASHION:
     kf = jax.random.split(k_fashion, 7)  # subsets, dequantization, fits, evaluation, figure
     train_idx = np.asarray(jax.random.permutation(kf[0], len(fashion.x_train)))[:4000]
     test_idx = np.asarray(jax.random.permutation(kf[1], len(fashion.x_test)))[:1000]
@@ -456,6 +468,7 @@ if fashion is not None:
     assert np.allclose(kf_train / 255, f_train, atol=1e-6)
     print(f"Fashion-MNIST subset: train {f_train.shape}, test {f_test.shape}, classes in the training subset:",
           np.bincount(fashion.y_train[train_idx], minlength=10))  # fmt: skip
+    del fashion  # the subsets are all we use: let the 70,000 full images go (memory)
     f_zero, f_black = np.mean(kf_train == 0), int(np.sum(np.all(kf_train == 0, axis=0)))
     print(f"pixel values exactly 0: {f_zero:.2f} (digits {np.mean(k_train == 0):.2f}); pixels 0 in every training "
           f"image: {f_black} (digits {background.sum()}); grey pixels in the test images: {grey(f_test):.3f} "
@@ -483,7 +496,7 @@ if fashion is not None:
     assert 120 < np.sum(pp_sigma["digits"] < 0.05) < 200 and 5 < np.sum(pp_sigma["Fashion-MNIST"] < 0.05) < 40
 
 # %%
-if fashion is not None:
+if HAVE_FASHION:
     f_bands = {
         "Discretized logistic (8-bit)": (3.7, 4.4),
         "Continuous Bernoulli": (4.9, 5.55),
@@ -496,8 +509,9 @@ if fashion is not None:
         assert lo < F_BPD[name].mean() < hi, (name, F_BPD[name].mean())
     fashion_order, fashion_gaps = ranking(F_BPD)
     assert fashion_order == list(f_bands), fashion_order
-    for (a, b), (gap, gap_se) in fashion_gaps.items():  # each better than the next by more than 5 paired SEs
-        assert gap > 5 * gap_se, (a, b, gap, gap_se)
+    print("smallest gap / paired SE:", round(min(g / g_se for g, g_se in fashion_gaps.values()), 1))
+    for (a, b), (gap, gap_se) in fashion_gaps.items():  # measured 16.5 or more paired SEs
+        assert gap > 8 * gap_se, (a, b, gap, gap_se)
     print(f"{'decoder':36s} {'rank: digits':>13s} {'Fashion-MNIST':>14s}")
     for name in digits_order:
         print(f"{name:36s} {digits_order.index(name) + 1:13d} {fashion_order.index(name) + 1:14d}")
@@ -530,7 +544,7 @@ if fashion is not None:
         (d, d_se), (f, f_se) = lead["digits"][i], lead["Fashion-MNIST"][i]
         assert d - f > 5 * math.hypot(d_se, f_se), (i, d, f)
     change = {name: F_BPD[name].mean() - BPD[name].mean() for name in BPD}  # Fashion-MNIST minus digits
-    print("Fashion-MNIST minus digits, bits/dim:", {name: round(c, 2) for name, c in change.items()})
+    print("Fashion-MNIST minus digits, bits/dim:", {name: round(float(c), 2) for name, c in change.items()})
     assert 2.0 < change["Discretized logistic (8-bit)"] < 2.6 and 1.4 < change["Continuous Bernoulli"] < 2.1
     assert 0.3 < change["Gaussian, learned per-pixel sigma"] < 0.75  # 2.29, 1.74, 0.53
     for name in [
@@ -553,28 +567,29 @@ if fashion is not None:
 # | Gaussian, learned shared $\sigma$ | 7.80 ± 0.01 | 7.65 ± 0.01 | 5 → 5 |
 # | Gaussian, fixed $\sigma = 0.1$ | 8.21 ± 0.02 | 7.97 ± 0.03 | 6 → 6 |
 #
-# **What does not change.** The discretized logistic is first, the continuous Bernoulli second, every
-# Gaussian behind them, and the learned shared $\sigma$ and the fixed $\sigma = 0.1$ are last (the fixed one
+# Each decoder is at least 16 paired standard errors ahead of the next. **What does not change.** The
+# discretized logistic is first, the continuous Bernoulli second, every Gaussian behind them, and the
+# learned shared $\sigma$ and the fixed $\sigma = 0.1$ are last (the fixed one
 # ≈ 8.0 bits/dim, no better than a uniform guess). **What changes.** First, the leads shrink: the
 # continuous Bernoulli trails the discretized logistic by 1.16 ± 0.01 bits/dim instead of 1.71 ± 0.01, and
 # the best Gaussian trails the continuous Bernoulli by 2.09 ± 0.03 instead of 3.50 ± 0.01 (paired
 # differences). The two decoders that can put a spike on "exactly black" lose most (1.78 → 4.07 and
 # 3.48 → 5.22), while the Gaussians other than the per-pixel one do a little better (by 0.14 to 0.24):
-# half of Fashion-MNIST's pixel values are exactly 0 (the digits: 81%), only one pixel is 0 in every training image (the digits: 125), and ≈ 40% of the
-# test pixels are grey (the digits: ≈ 8.7%). Second, among the Gaussians the **per-pixel $\sigma$ and the
+# half of Fashion-MNIST's pixel values are exactly 0 (the digits: 81%), only one pixel is 0 in every
+# training image (the digits: 125), and ≈ 40% of the test pixels are grey (the digits: ≈ 8.7%). Second, among the Gaussians the **per-pixel $\sigma$ and the
 # calibrated decoder swap places**: the per-pixel one was ahead by 0.46 ± 0.01 bits/dim on the digits and is
 # behind by 0.20 ± 0.01 on Fashion-MNIST. Its $\sigma$ is one number per pixel, the same for every image,
 # so it can be small only on pixels that look alike in every image: the digits' model learned
 # $\sigma < 0.05$ on 158 pixels (median $\sigma$ 0.14), the Fashion-MNIST model on 17 (median 0.19). The
-# calibrated decoder's caveat of Section 1 (its $\sigma^2$ fitted on each chunk of test images) holds here
-# too, and so does the other one: one seed, 320 steps, one random subset, standard errors over the test
-# images only. The learned shared $\sigma$ is ≈ 0.19 (the digits: ≈ 0.21).
+# learned shared $\sigma$ is ≈ 0.19 (the digits: ≈ 0.21). Section 1's two caveats hold here too: the
+# calibrated decoder's $\sigma^2$ is fitted on each chunk of test images, and each number comes from one
+# run (one seed, 320 steps, one random subset), its standard error from the test images only.
 #
 # Below: eight test images, and for each decoder its mean $\mathbb E[x\mid z]$ at $z \sim q(z\mid x)$ and at
 # $z \sim p(z)$, as in Section 3, then the same measurements of the reconstructions on the 1,000 test images.
 
 # %%
-if fashion is not None:
+if HAVE_FASHION:
     kfs = jax.random.split(kf[6], 3 * len(F_MODELS))
     show_decoders(F_MODELS, f_test[:8], kfs[: 2 * len(F_MODELS)], what="Fashion-MNIST", item="image")
     f_recon = reconstruction_stats(F_MODELS, f_test, fy_test, kfs[2 * len(F_MODELS) :])
@@ -588,8 +603,7 @@ if fashion is not None:
 # %% [markdown]
 # As on the digits, the per-pixel Gaussian reconstructs worst (squared error ≈ 26 per image) and the
 # calibrated Gaussian best (≈ 15.5), and every decoder's mean has more grey pixels (51% to 57%) than the
-# images (≈ 40%): the means are smoothed versions of the clothes, and their textures are what a
-# reconstruction with 16 latent dimensions loses.
+# images (≈ 40%): as on the digits, the decoder means are smoother than the images they reconstruct.
 
 # %% [markdown]
 # ## 5. Pitfalls: reproduced, measured, fixed
@@ -650,15 +664,19 @@ print(
     f"'ELBO' with the Bernoulli cross-entropy: {fake_elbo:8.1f} nats;  continuous Bernoulli ELBO: {true_elbo:8.1f}"
 )
 bern = vae_lib.mlp_vae(D, Z, hidden=HIDDEN, likelihood="bernoulli", rngs=nnx.Rngs(0))
+refusal = None
 try:
     vae_lib.evaluate_elbo(k_pit, bern, y_test)
 except ValueError as err:
-    print("vae_lib refuses it:", str(err)[:160], "...")
+    refusal = str(err)
+    print("vae_lib refuses it:", refusal[:160], "...")
+assert refusal is not None and "binary" in refusal
 assert -800 < fake_elbo < -500 and 2200 < true_elbo < 2650  # measured -652 and 2437
+assert 2900 < true_elbo - fake_elbo < 3300  # 3089: the sum of log C over the pixels
 
 # %% [markdown]
 # Measured: the cross-entropy "ELBO" is ≈ −652 nats per digit, the true continuous-Bernoulli ELBO of the same
-# encoder and decoder ≈ +2437 nats; the gap, $\sum_d \log C(\lambda_d)$, is over 3,000 nats. A table
+# encoder and decoder ≈ +2437 nats; the gap, $\sum_d \log C(\lambda_d)$, is ≈ 3,090 nats. A table
 # that reports the first number as an ELBO compares nothing with anything.
 
 # %% [markdown]
@@ -670,10 +688,13 @@ assert -800 < fake_elbo < -500 and 2200 < true_elbo < 2650  # measured -652 and 
 # where it enters, against what the likelihood expects.
 
 # %%
+refusal = None
 try:
     vae_lib.fit(cb_model, jnp.asarray(k_train), key=k_pit, epochs=1, progress=False)
 except ValueError as err:
-    print("fit refuses it:", err)
+    refusal = str(err)
+    print("fit refuses it:", refusal)
+assert refusal is not None and "[0, 1]" in refusal
 
 # %% [markdown]
 # ### Pitfall 4: an unconstrained variance that overflows, and two stable parameterizations
@@ -736,18 +757,23 @@ assert lr_outcome.startswith("NonFiniteLossError")  # measured: at step 3, in th
 # %%
 gm = MODELS["Gaussian, learned shared sigma"][0]
 mean_q, logvar_q = gm.encode(y_test)
-plug_in = float(jnp.mean(vae_lib.log_likelihood(y_test, gm.decode(mean_q), "gaussian")
-                         - distributions.kl_standard_normal(mean_q, logvar_q)))  # fmt: skip
+plug_in_each = np.asarray(
+    vae_lib.log_likelihood(y_test, gm.decode(mean_q), "gaussian")
+    - distributions.kl_standard_normal(mean_q, logvar_q)
+)  # (1000,) fmt: skip
+iw_each = (8.0 - BPD["Gaussian, learned shared sigma"]) * D * LOG2  # Section 1's IWAE-64 of each digit, nats
+plug_in, iw = float(plug_in_each.mean()), float(iw_each.mean())
 sampled = float(vae_lib.evaluate_elbo(jax.random.fold_in(k_pit, 6), gm, y_test).elbo)
-iw = float(np.mean((8.0 - BPD["Gaussian, learned shared sigma"]) * D * LOG2))  # Section 1's IWAE-64, in nats
+above, above_se = mean_se(plug_in_each - iw_each)  # paired, on the same test digits
 print(
     f"'ELBO' at the posterior mean {plug_in:.1f} | ELBO with z ~ q {sampled:.1f} | IWAE-{NUM_IS} {iw:.1f} nats"
 )
+print(f"plug-in minus IWAE-{NUM_IS}: {above:.2f} ± {above_se:.2f} nats per digit (paired)")
 assert 7 < plug_in - sampled < 20  # measured 12.4 nats too optimistic
-assert 0 < plug_in - iw < 6  # measured 2.4: the plug-in "ELBO" exceeds the IWAE-64 estimate of log p(x)
+assert 1.0 < above < 4.0 and above > 5 * above_se  # the plug-in "ELBO" exceeds the IWAE-64 estimate
 
 # %% [markdown]
-# Measured: the plug-in number is ≈ 12 nats per digit above the ELBO, and ≈ 2.4 nats **above** the
+# Measured: the plug-in number is ≈ 12 nats per digit above the ELBO, and 2.5 ± 0.3 nats **above** the
 # importance-sampled estimate of $\log p(x)$ itself: reported as a test ELBO, it would be a "lower bound"
 # that sits above the likelihood estimate.
 
@@ -819,14 +845,16 @@ for name, value in rows:
 #   trained and evaluated on **dequantized** data, which makes its number an upper bound on a proper
 #   discrete code length.
 # - A Gaussian with a fixed $\sigma$ is an MSE with $\beta = 2\sigma^2$. A learned shared $\sigma$, or the
-#   calibrated $\sigma$-VAE's analytic one, removes that hand-tuned knob; a per-pixel $\sigma$ collapses to
-#   0 on lattice data unless the data are dequantized or the variance is floored.
+#   calibrated $\sigma$-VAE's analytic one, removes that hand-tuned knob. On lattice data a per-pixel
+#   $\sigma$ has no maximum-likelihood value ($\sigma \to 0$ on constant pixels) unless the data are
+#   dequantized or the variance is floored; a short run may not get there, a long one can.
 # - "BCE on grey levels" is not a likelihood; the continuous Bernoulli is its normalized form, and the
 #   discretized logistic models the 8-bit data directly.
 # - A ranking of decoders belongs to its data. On Fashion-MNIST the discretized logistic and the continuous
-#   Bernoulli still lead and the fixed $\sigma$ is still last, but by less (the digits' exactly black
-#   background gave them most of their lead), and the per-pixel $\sigma$, third on the digits, falls behind
-#   the calibrated decoder: it can only be small on pixels that look alike in every image.
+#   Bernoulli still lead and the fixed $\sigma$ is still last, but by less: with 50% of the pixel values
+#   exactly black instead of 81%, the first two lose 2.3 and 1.7 bits/dim. The per-pixel $\sigma$, third on the digits, falls behind the
+#   calibrated decoder: a $\sigma$ that is the same for every image can only be small on pixels that look
+#   alike in every image, and Fashion-MNIST has few.
 # - Sum the log-likelihood over pixels; sample $z$ for a test ELBO; know whether a picture shows a mean or a
 #   sample; let the library's checks refuse bad data early.
 
@@ -882,9 +910,9 @@ assert abs(integral - math.exp(-log_c)) < 1e-5
 # 125), so the likelihood of the lattice fit is still unbounded, but each factor of 1,000 in the floor adds
 # only $\log 1000 \approx 6.9$ nats instead of ≈ 863. Pixels whose $\sigma$ is below 0.05: 46, against 284 on
 # the digits. A per-pixel $\sigma$ that does not depend on $z$ can be small only where a pixel hardly varies
-# from image to image, and Fashion-MNIST has few such pixels; that is where the per-pixel Gaussian VAE won
-# its bits on the digits, and why it lost its lead on Fashion-MNIST (Section 4: its learned $\sigma$ fell
-# below 0.05 on 17 pixels, against 158 on the digits). A decoder whose $\sigma$ is an output of the network,
+# from image to image, and Fashion-MNIST has few such pixels, so a per-pixel $\sigma$ has fewer places to
+# win bits there; the trained VAEs of Section 4 agree (their learned $\sigma$ fell below 0.05 on 17 pixels
+# of Fashion-MNIST, against 158 of the digits). A decoder whose $\sigma$ is an output of the network,
 # a function of $z$, could be small wherever $z$ predicts a pixel well; on the lattice it would need
 # Section 2's dequantization or floor all the more.
 #
@@ -892,7 +920,7 @@ assert abs(integral - math.exp(-log_c)) < 1e-5
 
 # %% tags=["solution", "hide-cell"] jupyter={"source_hidden": true}
 # Solution to exercise 3: try it yourself first, then run this cell.
-if fashion is None:
+if not HAVE_FASHION:
     print("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): nothing to run")
 else:
     f_mu, f_sd = np.asarray(f_train).mean(0), np.asarray(f_train).std(0)  # ML fit per pixel, raw levels
@@ -903,7 +931,7 @@ else:
     print(f"each factor 1000 in the floor adds {f_ll[1] - f_ll[0]:.1f} nats on Fashion-MNIST "
           f"(digits {ll_floor[1] - ll_floor[0]:.1f})")  # fmt: skip
     assert n_zero["Fashion-MNIST"] == 1 and abs((f_ll[1] - f_ll[0]) - math.log(1000)) < 0.05
-    assert n_small["digits"] > 5 * n_small["Fashion-MNIST"]  # 284 vs 46
+    assert 250 < n_small["digits"] < 320 and 30 < n_small["Fashion-MNIST"] < 65  # 284 vs 46
 
 # %% [markdown]
 # ### Exercise 4: the discretized logistic is a probability
