@@ -207,3 +207,99 @@ def test_free_bits_and_bad_encoder_output_are_refused():
     with pytest.raises(TypeError, match="posterior"):
         vae_lib.elbo(jax.random.key(0), x, lambda x: x, model.decode)
     assert math.isfinite(float(vae_lib.elbo(jax.random.key(0), x, model.encode, model.decode).elbo))
+
+
+class _OpaqueEncoder(nnx.Module):
+    """A Gaussian MLP encoder whose output is wrapped as an opaque posterior object (sample, log_prob)."""
+
+    def __init__(self, d, z, rngs):
+        self.in_features, self.num_classes = d, 0
+        self.net = vae_lib.MLPEncoder(d, z, hidden=(8,), rngs=rngs)
+
+    def __call__(self, x):
+        return _Opaque(posteriors.DiagonalGaussian(*self.net(x)))
+
+
+def test_vae_takes_a_posterior_encoder_and_posterior_vae_is_vae():
+    assert posteriors.PosteriorVAE is vae_lib.VAE
+    model = posteriors.iaf_vae(5, 2, hidden=(8,), rngs=nnx.Rngs(0))
+    assert type(model) is vae_lib.VAE
+    x = _data(jax.random.key(21))
+    assert isinstance(model.encode(x), posteriors.IAFPosterior)
+    with pytest.raises(TypeError, match="posterior_mean"):
+        model.reconstruct(x)
+    with pytest.raises(TypeError, match="posterior_mean"):
+        vae_lib.diagnostics.encode_dataset(model, x)
+    with pytest.raises(ValueError, match="key is required"):
+        vae_lib.diagnostics.posterior_mean(model, x)
+
+
+def test_posterior_mean_of_a_gaussian_encoder_is_encode_datasets_mean():
+    model = _gaussian_model()
+    x = _data(jax.random.key(22), b=23)
+    mean, _ = vae_lib.diagnostics.encode_dataset(model, x)
+    got = vae_lib.diagnostics.posterior_mean(model, x, batch_size=5)
+    np.testing.assert_array_equal(got, mean)
+    n, activity = vae_lib.diagnostics.active_units(got)
+    assert (n, np.asarray(activity).tolist()) == (
+        vae_lib.diagnostics.active_units(mean)[0],
+        np.asarray(vae_lib.diagnostics.active_units(mean)[1]).tolist(),
+    )
+
+
+def test_posterior_mean_of_a_posterior_object_uses_common_random_numbers():
+    """Through the posterior path the Gaussian's Monte Carlo mean is mean + std * eps_bar, with ONE eps_bar
+    (the mean of the S base draws of the key) shared by every example: checked against that closed form."""
+    d, z_dim, s = 5, 3, 64
+    enc = _OpaqueEncoder(d, z_dim, nnx.Rngs(3))
+    model = vae_lib.VAE(enc, vae_lib.MLPDecoder(z_dim, d, hidden=(8,), rngs=nnx.Rngs(4)))
+    x = _data(jax.random.key(23), b=13)
+    key = jax.random.key(24)
+    got = vae_lib.diagnostics.posterior_mean(model, x, key=key, num_samples=s, batch_size=4)  # 13 rows padded
+    mean, logvar = (np.asarray(a, np.float64) for a in enc.net(x))
+    eps_bar = np.asarray(jax.random.normal(key, (s, 1, z_dim)), np.float64).mean(axis=0)  # (1, Z)
+    assert got.shape == (13, z_dim)
+    assert_allclose(got, mean + np.exp(0.5 * logvar) * eps_bar, rtol=1e-5, atol=1e-5)
+    # the shared error shifts every example alike: Var_x of the estimate is close to Var_x of the true means
+    assert_allclose(np.var(np.asarray(got), axis=0), np.var(mean, axis=0), rtol=0.1, atol=1e-3)
+
+
+def test_posterior_mean_of_a_flow():
+    """Zero-initialized IAF steps are z' = sigmoid(2) z, reversed: after two, E[z_T] = sigmoid(2)^2 * mean,
+    a known mean; random steps are checked against an independent Monte Carlo mean of 20,000 fresh draws."""
+    model = posteriors.iaf_vae(5, 3, hidden=(8,), num_steps=2, flow_hidden=8, rngs=nnx.Rngs(5))
+    x = _data(jax.random.key(25), b=7)
+    q = model.encode(x)
+    c = 1.0 / (1.0 + math.exp(-2.0))
+    s = 4000
+    got = np.asarray(vae_lib.diagnostics.posterior_mean(model, x, key=jax.random.key(26), num_samples=s))
+    std = c**2 * np.exp(0.5 * np.asarray(q.base.logvar))
+    assert np.all(np.abs(got - c**2 * np.asarray(q.base.mean)) < 4 * std / math.sqrt(s))
+    _randomize(model.encoder, jax.random.key(27), scale=0.3)
+    got = np.asarray(vae_lib.diagnostics.posterior_mean(model, x, key=jax.random.key(28), num_samples=s))
+    draws = np.asarray(model.encode(x).sample(jax.random.key(29), 20_000), np.float64)  # (S, B, Z)
+    se = np.sqrt(draws.var(axis=0) / 20_000 + draws.var(axis=0) / s)  # both estimates' Monte Carlo errors
+    assert np.all(np.abs(got - draws.mean(axis=0)) < 5 * se)
+    n_active, activity = vae_lib.diagnostics.active_units(got)
+    assert activity.shape == (3,) and 0 <= n_active <= 3
+
+
+def test_posterior_mean_gives_an_input_independent_dimension_zero_activity():
+    """A dimension whose q(z_j|x) ignores x has activity exactly 0 (the same draws for every example)."""
+
+    class Partly(nnx.Module):
+        def __init__(self, rngs):
+            self.in_features, self.num_classes = 5, 0
+            self.net = vae_lib.MLPEncoder(5, 2, hidden=(8,), rngs=rngs)
+
+        def __call__(self, x):
+            mean, logvar = self.net(x)
+            mean = mean.at[:, 1].set(0.3)  # dimension 1 does not depend on x
+            logvar = logvar.at[:, 1].set(-0.5)
+            return _Opaque(posteriors.DiagonalGaussian(mean, logvar))
+
+    model = vae_lib.VAE(Partly(nnx.Rngs(6)), vae_lib.MLPDecoder(2, 5, hidden=(8,), rngs=nnx.Rngs(7)))
+    x = _data(jax.random.key(30), b=40)
+    means = vae_lib.diagnostics.posterior_mean(model, x, key=jax.random.key(31), num_samples=16)
+    n_active, activity = vae_lib.diagnostics.active_units(means, threshold=1e-6)
+    assert float(activity[1]) < 1e-10 and float(activity[0]) > 1e-4 and n_active == 1

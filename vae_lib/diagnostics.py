@@ -6,7 +6,9 @@ builds by hand:
 
 - ``kl_per_dimension``: ``E_x KL(q(z_j|x) || p(z_j))`` for each latent dimension ``j``; they sum to the
   ELBO's KL term.
-- ``active_units``: dimension ``j`` is active when ``Cov_x(E_q[z_j|x]) > 0.01`` (Burda et al., 2016).
+- ``active_units``: dimension ``j`` is active when ``Cov_x(E_q[z_j|x]) > 0.01`` (Burda et al., 2016), on
+  the posterior means of a data set: ``encode_dataset``'s ``mean`` for a Gaussian encoder, or
+  ``posterior_mean``, which also takes a model whose encoder returns a posterior object (a flow).
 - ``elbo_surgery``: ``E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z))`` with ``q(z)`` the aggregate
   posterior (Hoffman & Johnson, 2016), estimated on the data set.
 - ``hole_fraction``: the share of latent samples far from every training code (Chapter 1's definition).
@@ -27,13 +29,26 @@ from flax import nnx
 from vae_lib import _checks, _inputs
 from vae_lib.distributions import gaussian_log_prob, kl_standard_normal, standard_normal_log_prob
 from vae_lib.evaluation import _pad_chunks
-from vae_lib.objectives import reparameterize
+from vae_lib.objectives import _is_posterior, reparameterize
+
+
+def _gaussian_encode(model, *args) -> tuple[jax.Array, jax.Array]:
+    """``model.encode(*args)``, which must be a ``(mean, logvar)`` pair (not a posterior object)."""
+    q = model.encode(*args)
+    if _is_posterior(q):
+        raise TypeError(
+            "encode_dataset needs an encoder that returns (mean, logvar); this one returns a posterior "
+            f"object ({type(q).__name__}). For active units use posterior_mean(model, x, key=...)"
+        )
+    return q
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
 def _encode_chunks(graphdef, state, xs, ys):
     model = nnx.merge(graphdef, state)
-    mean, logvar = jax.lax.map(lambda args: model.encode(*args), (xs, ys) if ys is not None else (xs,))
+    mean, logvar = jax.lax.map(
+        lambda args: _gaussian_encode(model, *args), (xs, ys) if ys is not None else (xs,)
+    )
     return mean.reshape(-1, mean.shape[-1]), logvar.reshape(-1, logvar.shape[-1])
 
 
@@ -51,6 +66,65 @@ def encode_dataset(model, x: jax.Array, *, y: jax.Array | None = None, batch_siz
     graphdef, state = nnx.split(model)
     mean, logvar = _encode_chunks(graphdef, state, _pad_chunks(x, batch_size), _pad_chunks(y, batch_size))
     return mean[: x.shape[0]], logvar[: x.shape[0]]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples"))
+def _sampled_means(graphdef, state, key, xs, ys, *, num_samples):
+    model = nnx.merge(graphdef, state)
+
+    def one(x_row, *y_row):  # (D,) -> (Z,); key is not mapped: every example gets the same base draws
+        q = model.encode(x_row[None], *(y[None] for y in y_row))  # a posterior of a batch of one
+        return q.sample(key, num_samples)[:, 0].mean(axis=0)  # (K, 1, Z) -> (Z,)
+
+    means = jax.lax.map(lambda args: jax.vmap(one)(*args), (xs, ys) if ys is not None else (xs,))
+    return means.reshape(-1, means.shape[-1])
+
+
+def posterior_mean(
+    model,
+    x: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    num_samples: int = 500,
+    y: jax.Array | None = None,
+    batch_size: int = 100,
+) -> jax.Array:
+    """``E_q[z | x]`` of every example, ``x (N, D) -> (N, Z)``: what ``active_units`` takes.
+
+    For an encoder that returns ``(mean, logvar)`` this is ``mean`` (``encode_dataset``'s, exactly; ``key``
+    is not used). For a posterior object (a flow, ``vae_lib.posteriors``), which has no closed-form mean, it
+    is the Monte Carlo mean ``(1/S) sum_s z_s`` of ``S = num_samples`` draws ``z_s ~ q(z|x)``, made with the
+    *same key for every example*: each example's posterior is sampled alone, so all of them get the same base
+    noise (common random numbers). The Monte Carlo error is then largely shared by all examples and adds
+    little to ``Var_x`` (independent draws would add ``E_x Var_q(z_j|x) / S`` to every activity), and a
+    dimension whose posterior does not depend on ``x`` gets activity 0, as it should.
+
+    Args:
+      model: a ``VAE`` (any encoder).
+      x: data, shape ``(N, D)`` (checked as by ``evaluate_elbo``).
+      key: PRNG key, required when the encoder returns a posterior object.
+      num_samples: draws per example for a posterior object.
+      y: labels of a conditional model: integers ``(N,)`` or one-hot rows ``(N, C)``.
+      batch_size: examples per chunk (memory: ``batch_size * num_samples`` latent draws at a time).
+
+    Returns:
+      Shape ``(N, Z)``.
+    """
+    x, y = _inputs.model_data(model, x, y)
+    num_samples = _checks.positive_int("num_samples", num_samples)
+    batch_size = min(_checks.positive_int("batch_size", batch_size), x.shape[0])
+    probe = model.encode(x[:1]) if y is None else model.encode(x[:1], y[:1])
+    if not _is_posterior(probe):
+        return encode_dataset(model, x, y=y, batch_size=max(batch_size, 500))[0]
+    if key is None:
+        raise ValueError(
+            "key is required: this model's encoder returns a posterior object "
+            f"({type(probe).__name__}), whose mean posterior_mean estimates from samples"
+        )
+    key = _checks.key("key", key)
+    graphdef, state = nnx.split(model)
+    chunks = (_pad_chunks(x, batch_size), _pad_chunks(y, batch_size))
+    return _sampled_means(graphdef, state, key, *chunks, num_samples=num_samples)[: x.shape[0]]
 
 
 def _posterior(mean, logvar) -> tuple[jax.Array, jax.Array]:

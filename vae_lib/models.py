@@ -23,6 +23,7 @@ from flax import nnx
 from vae_lib import _checks, _cpu_conv
 from vae_lib._cpu_conv import depth_to_space  # sub-pixel upsampling, used by ConvDecoder
 from vae_lib.likelihoods import LIKELIHOODS
+from vae_lib.objectives import _is_posterior
 
 __all__ = [
     "VAE",
@@ -285,6 +286,12 @@ class VAE(nnx.Module):
     decoder's likelihood (``vae_lib.likelihoods``) and ``mean_of(output)`` turns decoder output into
     ``E[x|z]``. A conditional model (``num_classes > 0``) takes one-hot labels ``y (N, C)`` in every method.
 
+    The encoder may instead return a *posterior object* (``vae_lib.posteriors``: anything with
+    ``sample(key, k)`` and ``log_prob(z)``, e.g. an ``IAFPosterior``); ``encode`` then returns it as it is,
+    and the objectives, ``fit`` and the evaluation functions use the Monte Carlo KL. Tools that need the pair
+    (``reconstruct``, ``diagnostics.encode_dataset``) refuse such a model; ``diagnostics.posterior_mean``
+    (hence active units) takes both.
+
     ``prior``: ``None`` for ``N(0, I)``, or an ``nnx.Module`` with ``log_prob(z (..., Z)) -> (...)`` and
     ``sample(key, n) -> (n, Z)`` (e.g. ``vae_lib.priors.MixturePrior``). Its parameters are part of the
     model, so ``fit`` learns them with the encoder and decoder; the objectives then use the Monte Carlo KL
@@ -371,8 +378,11 @@ class VAE(nnx.Module):
             )
         return (y,)
 
-    def encode(self, x: jax.Array, y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """``x (..., D)`` (and ``y (..., C)``) ``-> mean, logvar (..., Z)``: usually ``(N, D) -> (N, Z)``."""
+    def encode(self, x: jax.Array, y: jax.Array | None = None) -> Any:
+        """``x (..., D)`` (and ``y (..., C)``) ``-> mean, logvar (..., Z)``: usually ``(N, D) -> (N, Z)``.
+
+        An encoder that returns a posterior object (``vae_lib.posteriors``) has it returned as it is.
+        """
         # only the last axis is checked: the models also take (D,) or (K, N, D), e.g. under jax.vmap
         x = _checks.array("x", x, min_ndim=1)
         d = self.data_dim
@@ -382,9 +392,14 @@ class VAE(nnx.Module):
             mean, logvar = self.encode(x.reshape(-1, d), y)  # (..., D) -> (M, D) -> (M, Z)
             return mean.reshape(*x.shape[:-1], -1), logvar.reshape(*x.shape[:-1], -1)
         out = self.encoder(x, *self._labels(y, x))
+        if _is_posterior(out):  # a flow, say: sample(key, k) and log_prob(z)
+            return out
         if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(hasattr(a, "shape") for a in out)):
             got = f"an array of shape {tuple(out.shape)}" if hasattr(out, "shape") else type(out).__name__
-            raise TypeError(f"the encoder must return a pair (mean, logvar), got {got}")
+            raise TypeError(
+                f"the encoder must return a pair (mean, logvar), got {got} (or a posterior object with "
+                "methods sample(key, num_samples) and log_prob(z), vae_lib.posteriors)"
+            )
         if tuple(out[0].shape) != tuple(out[1].shape):
             raise ValueError(
                 f"the encoder's mean and logvar must have the same shape, got {tuple(out[0].shape)} and "
@@ -404,8 +419,18 @@ class VAE(nnx.Module):
         return LIKELIHOODS[self.likelihood].mean(output)
 
     def reconstruct(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
-        """Decoder mean at the posterior mean: ``E[x | z = mean(x)]``, shape ``(N, D)``."""
-        return self.mean_of(self.decode(self.encode(x, y)[0], y))
+        """Decoder mean at the posterior mean: ``E[x | z = mean(x)]``, shape ``(N, D)``.
+
+        A ``(mean, logvar)`` encoder only: a posterior object (a flow) has no closed-form mean
+        (``diagnostics.posterior_mean`` estimates it)."""
+        q = self.encode(x, y)
+        if _is_posterior(q):
+            raise TypeError(
+                "reconstruct needs an encoder that returns (mean, logvar); this one returns a posterior "
+                f"object ({type(q).__name__}): decode vae_lib.diagnostics.posterior_mean(model, x, key=...) "
+                "instead"
+            )
+        return self.mean_of(self.decode(q[0], y))
 
     def sample(self, key: jax.Array, num_samples: int, y: jax.Array | None = None) -> jax.Array:
         """``E[x|z]`` for ``z ~ p(z)``, the model's prior: shape ``(num_samples, D)`` (means, not draws).

@@ -10,8 +10,8 @@ A *posterior* is what an encoder returns for a batch ``x (B, D)``: an object wit
 
 The objectives (``vae_lib.objectives``) accept an encoder that returns such an object instead of a
 ``(mean, logvar)`` pair, and then use the Monte Carlo KL ``mean_s[log q(z_s|x) - log p(z_s)]``; so do
-``fit`` and the evaluation functions, through ``model.encode`` of a ``PosteriorVAE`` (``VAE.encode`` itself
-insists on a ``(mean, logvar)`` pair). Two posteriors:
+``fit`` and the evaluation functions, through ``model.encode`` of a ``vae_lib.VAE`` (which returns a posterior
+object as it is), and ``diagnostics.posterior_mean`` (hence active units). Two posteriors:
 
 - ``DiagonalGaussian(mean, logvar)``: the usual one. It *is* a ``(mean, logvar)`` pair (a named tuple),
   so an encoder returning it is treated exactly as one returning the pair: closed-form KL, same numbers.
@@ -225,20 +225,9 @@ class IAFEncoder(nnx.Module):
         return IAFPosterior(self.mean(h), self.logvar(h), h, list(self.steps))
 
 
-class PosteriorVAE(VAE):
-    """A ``VAE`` whose ``encode`` returns the encoder's output as it is: a posterior object (an
-    ``IAFPosterior``, say) or a ``(mean, logvar)`` pair. ``VAE.encode`` insists on the pair.
-
-    Use it for any encoder that returns a posterior: ``PosteriorVAE(encoder, decoder, prior)``.
-    """
-
-    def encode(self, x: jax.Array, y: jax.Array | None = None):
-        """``x (N, D)`` (and ``y (N, C)``) ``->`` a posterior over ``z``, or ``(mean, logvar)``."""
-        x = _checks.array("x", x, min_ndim=1)
-        d = self.data_dim
-        if d is not None and x.shape[-1] != d:
-            raise ValueError(f"x must have shape (N, {d}) for this model, got {tuple(x.shape)}")
-        return self.encoder(x, *self._labels(y, x))
+PosteriorVAE = VAE
+"""``vae_lib.VAE`` under its former name: ``VAE.encode`` now returns a posterior object as it is, so a model
+whose encoder returns one needs no class of its own. Kept so that code written for it keeps working."""
 
 
 def iaf_vae(
@@ -252,12 +241,13 @@ def iaf_vae(
     obs_logvar: float | str | None = None,
     activation: Callable[[jax.Array], jax.Array] = jax.nn.relu,
     rngs: nnx.Rngs,
-) -> PosteriorVAE:
-    """A ``PosteriorVAE`` with ``mlp_vae``'s decoder and an ``IAFEncoder``: a flow posterior.
+) -> VAE:
+    """A ``VAE`` with ``mlp_vae``'s decoder and an ``IAFEncoder``: a flow posterior.
 
     Works with ``fit(..., objective="elbo" | "iwae")``, ``evaluate_elbo`` (always the Monte Carlo KL) and
-    ``importance_log_likelihood``. ``model.encode(x)`` returns an ``IAFPosterior``, not ``(mean, logvar)``,
-    so tools that need the pair (``diagnostics.encode_dataset``, ``model.reconstruct``) do not apply.
+    ``importance_log_likelihood``, and ``diagnostics.posterior_mean`` (a Monte Carlo ``E_q[z|x]``, for active
+    units). ``model.encode(x)`` returns an ``IAFPosterior``, not ``(mean, logvar)``, so tools that need the
+    pair (``diagnostics.encode_dataset``, ``model.reconstruct``) refuse it with a ``TypeError``.
     """
     enc = IAFEncoder(
         data_dim,
@@ -277,4 +267,4 @@ def iaf_vae(
         activation=activation,
         rngs=rngs,
     )
-    return PosteriorVAE(enc, dec)
+    return VAE(enc, dec)
