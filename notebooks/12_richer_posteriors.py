@@ -441,7 +441,8 @@ assert (
     5.3 < d_iw50_ll[0] < 8.3 and -6.5 < d_iw50_elbo[0] < -3.3 and d_iw50_elbo[0] < -3 * d_iw50_elbo[1]
 )  # 6.8 -4.9
 assert 1.8 < d_50_5[0] < 3.7 and d_50_5[0] > 3 * d_50_5[1]  # 2.73: k = 50 above k = 5
-assert -1.2 < d_fl_ll[0] < 0.5 and 1.0 < d_fl_elbo[0] < 2.6 and d_fl_elbo[0] > 3 * d_fl_elbo[1]  # -0.35, 1.75
+assert -1.2 < d_fl_ll[0] < 0.5 and d_fl_ll[0] < 2 * d_fl_ll[1]  # -0.35: no log-likelihood gain at this budget
+assert 1.0 < d_fl_elbo[0] < 2.6 and d_fl_elbo[0] > 3 * d_fl_elbo[1]  # +1.75
 gaps = {name: r["ll"] - r["elbo"] for name, r in results.items()}
 for name, g in {"VAE": 9.8, "IWAE, k = 5": 14.6, "IWAE, k = 50": 21.4, "VAE + IAF (2 steps)": 7.7}.items():
     assert abs(gaps[name].mean() - g) < 0.15 * g  # the gaps printed above
@@ -468,7 +469,7 @@ assert 0.9 < seconds["VAE + IAF (2 steps)"][1] / seconds["VAE"][1] < 1.8  # 1.2
 #   whose tightness depends on the encoder as a proposal, and the IWAE models' encoders were trained to be
 #   good proposals, so part of the 4.1 and 6.8 nats may be a tighter estimate rather than a better model; a
 #   larger $k'$ (Chapter 5) would shrink that part.
-# - **The IAF posterior** raises the test ELBO by ≈ 1.8 nats and shrinks the ELBO-to-IWAE gap from ≈ 9.8 to
+# - **The IAF posterior** raises the test ELBO by ≈ 1.75 nats and shrinks the ELBO-to-IWAE gap from ≈ 9.8 to
 #   ≈ 7.7 nats, but at this budget it does not raise the log-likelihood: −0.35 ± 0.16 nats against the VAE,
 #   about two standard errors, from one training run each. What it bought after 10 epochs is a tighter bound
 #   for its own decoder, not a better decoder; the next cell measures the bound alone, at a fixed decoder.
