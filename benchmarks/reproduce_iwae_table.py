@@ -143,8 +143,11 @@ def passes_done(ckpt: Path) -> int:
         return int(json.loads(str(stored[vae_lib.checkpoint._META]))["epoch"])
 
 
-def evaluate(model, x_test, *, args, seed: int) -> dict:
-    """Test log p(x) (IWAE_k, k = args.eval_k) with its standard error, the test ELBO, active units."""
+def evaluate(model, x_test, *, args, seed: int, save_to: Path) -> dict:
+    """Test log p(x) (IWAE_k, k = args.eval_k) with its standard error, the test ELBO, active units.
+
+    The per-example values go to ``save_to`` (``.npz``), so that two models can be compared image by image.
+    """
     x = x_test[: args.eval_examples]
     k_ll, k_elbo = jax.random.split(jax.random.key(seed + 1))
     t0 = time.perf_counter()
@@ -157,6 +160,7 @@ def evaluate(model, x_test, *, args, seed: int) -> dict:
     elbo = np.asarray(rec - kl)
     mean, _ = encode_dataset(model, x_test)
     n_active, _ = active_units(mean, threshold=0.01)
+    np.savez(save_to, log_px=log_px, elbo=elbo)
     se = lambda a: float(a.std(ddof=1) / math.sqrt(len(a)))  # noqa: E731
     return {
         "test_log_px": float(log_px.mean()),
@@ -211,16 +215,37 @@ def main(argv: list[str] | None = None) -> dict:
             "train_cpu_s": round(sum(piece["cpu_s"] for piece in log["pieces"]), 1),
             "train_bound_last_pass": history["train_elbo"][-1] if name == "vae" else None,
             "load_average": os.getloadavg()[0],
-            **evaluate(model, x_test, args=args, seed=seed),
+            **evaluate(model, x_test, args=args, seed=seed, save_to=args.out / f"{name}.eval.npz"),
         }
         results[name] = entry
         results_path.write_text(json.dumps(results, indent=1))
+    for name, entry in results.items():  # the same test images: compare with the VAE image by image
+        entry.update(paired_with_vae(args.out, name))
+    results_path.write_text(json.dumps(results, indent=1))
     print_table(results)
     return results
 
 
+def paired_with_vae(out: Path, name: str) -> dict:
+    """``log p(x)`` of model ``name`` minus the VAE's, averaged over the same test images, with the standard
+    error of that paired difference (much smaller than either model's own: the images' difficulty cancels).
+    Empty where either model has no per-example values or they cover different images."""
+    a, b = out / f"{name}.eval.npz", out / "vae.eval.npz"
+    if name == "vae" or not (a.exists() and b.exists()):
+        return {}
+    with np.load(a) as mine, np.load(b) as vae:
+        if mine["log_px"].shape != vae["log_px"].shape:
+            return {}
+        d = mine["log_px"] - vae["log_px"]
+    return {
+        "log_px_minus_vae": float(d.mean()),
+        "log_px_minus_vae_se": float(d.std(ddof=1) / math.sqrt(len(d))),
+    }
+
+
 def print_table(results: dict) -> None:
-    head = ["model", "data", "passes", "train wall / CPU (s)", "test -log p(x)", "test -ELBO", "active units"]
+    head = ["model", "data", "passes", "train wall / CPU (s)", "test -log p(x)", "log p(x) - VAE's (paired)"]
+    head += ["test -ELBO", "active units"]
     print("| " + " | ".join([*head, "paper (MNIST, 3,280 passes)"]) + " |")
     print("|" + " --- |" * (len(head) + 1))
     for name, r in results.items():
@@ -230,6 +255,9 @@ def print_table(results: dict) -> None:
             str(r["passes"]),
             f"{r['train_wall_s']:.0f} / {r['train_cpu_s']:.0f}",
             f"{-r['test_log_px']:.2f} ± {r['test_log_px_se']:.2f} (k = {r['eval_k']})",
+            f"{r['log_px_minus_vae']:+.2f} ± {r['log_px_minus_vae_se']:.2f}"
+            if "log_px_minus_vae" in r
+            else "",
             f"{-r['test_elbo']:.2f} ± {r['test_elbo_se']:.2f}",
             str(r["active_units"]),
             PAPER_MNIST[name],

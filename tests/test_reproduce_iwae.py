@@ -61,6 +61,15 @@ def test_quick_run_trains_evaluates_and_resumes(script, tmp_path, capsys):
         assert 0 <= r["active_units"] <= 50
         assert (out / f"{name}.ckpt.npz").exists()
     assert script.passes_done(out / "vae.ckpt.npz") == 1
+    # the paired comparison, re-derived from the per-example values the script saved
+    with np.load(out / "vae.eval.npz") as vae, np.load(out / "iwae5.eval.npz") as iwae:
+        np.testing.assert_allclose(vae["log_px"].mean(), first["vae"]["test_log_px"], rtol=1e-6)
+        d = iwae["log_px"] - vae["log_px"]
+    assert "log_px_minus_vae" not in first["vae"]
+    np.testing.assert_allclose(first["iwae5"]["log_px_minus_vae"], d.mean(), rtol=1e-6)
+    np.testing.assert_allclose(
+        first["iwae5"]["log_px_minus_vae_se"], d.std(ddof=1) / math.sqrt(40), rtol=1e-6
+    )
     # a second call goes on from the checkpoint: one more pass, not two from scratch
     second = script.main(["--quick", "--models", "vae", "--passes", "2", "--out", str(out)])
     assert second["vae"]["passes"] == 2 and script.passes_done(out / "vae.ckpt.npz") == 2
