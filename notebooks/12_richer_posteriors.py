@@ -359,9 +359,10 @@ assert max(abs(v) for v in shape["best IAF q*"][1:]) < 0.1  # the flow's is ≈ 
 # off), a
 # Bernoulli decoder, Adam at $10^{-3}$, batches of 128, 10 epochs over the 4,000 training digits with dynamic
 # binarization, the fixed binarization of the 1,000 test digits. Four models share these settings (the same
-# data, architecture and 10 epochs), the initialization key and the data order (the IAF model's flow steps draw
-# their initial weights from that key first, so its encoder and decoder start from other weights than the VAE's:
-# its difference from the VAE includes another initialization, which one run each cannot separate):
+# data, architecture and 10 epochs), the initialization key and the data order (the IAF model's encoder
+# Gaussian starts from the VAE's weights, but its flow steps draw from that key before its decoder does, so its
+# decoder starts from other weights: its difference from the VAE includes another decoder initialization, which
+# one run each cannot separate):
 #
 # - **VAE**: the ELBO with the closed-form KL;
 # - **IWAE, $k = 5$** and **IWAE, $k = 50$**: `fit(..., objective="iwae", num_samples=k)`, $k$ decoder
