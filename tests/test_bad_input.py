@@ -849,6 +849,12 @@ CASES = [
         id="mnist-cache-dir-int",
     ),
     P(
+        lambda e: data.load_mnist(download="no"),
+        T,
+        r"download must be True or False, got 'no'",
+        id="mnist-download-str",
+    ),
+    P(
         lambda e: data.load_mnist5k(binarize_with=True),
         V,
         r"binarize_with must be one of",

@@ -247,3 +247,18 @@ def test_read_idx_round_trip_uncompressed(tmp_path):
     a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     (tmp_path / "a-idx3-ubyte").write_bytes(_idx(a))
     np.testing.assert_array_equal(data.read_idx(tmp_path / "a-idx3-ubyte"), a)
+
+
+def test_download_false_never_makes_a_request(fake):
+    with pytest.raises(data.DownloadError, match=r"not on disk in .*download=False.*load_mnist5k"):
+        data.load_mnist("fake", cache_dir=fake["cache"], download=False)
+    assert sum(fake["server"].requests.values()) == 0
+    first = data.load_mnist("fake", cache_dir=fake["cache"])  # now the cache holds them
+    cached = fake["cache"] / FILES[2]
+    again = data.load_mnist("fake", cache_dir=fake["cache"], download=False)
+    assert sum(fake["server"].requests.values()) == 4  # the second call asked for nothing
+    np.testing.assert_array_equal(first.x_test, again.x_test)
+    cached.write_bytes(cached.read_bytes()[:-1])  # a damaged file is not fetched again either
+    with pytest.raises(data.DownloadError, match=rf"{FILES[2]} of 'fake' not on disk"):
+        data.load_mnist("fake", cache_dir=fake["cache"], download=False)
+    assert sum(fake["server"].requests.values()) == 4

@@ -316,6 +316,7 @@ def load_mnist(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     base_url: str | None = None,
+    download: bool = True,
 ) -> Split:
     """Full MNIST or Fashion-MNIST (60,000 train / 10,000 test), downloaded once and cached.
 
@@ -334,6 +335,9 @@ def load_mnist(
       seed: seed of the static binarization.
       cache_dir: where the files are kept (default ``default_cache_dir()``).
       base_url: a mirror holding the four files (default: the data set's usual host).
+      download: ``False`` never touches the network: the files must already be on disk (an operating-system
+        copy, or the cache with matching hashes), else ``DownloadError``. A notebook that must run offline
+        passes it to skip a section instead of starting a download.
 
     Returns:
       ``Split`` with ``x_*`` of shape ``(N, 784)`` float32 in [0, 1] and ``y_*`` of shape ``(N,)`` int64.
@@ -341,6 +345,8 @@ def load_mnist(
     _checks.choice("name", name, tuple(DATASETS))
     _checks.choice("binarize_with", binarize_with, (None, "static", "threshold"))
     seed = _checks.seed("seed", seed)
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be True or False, got {download!r}")
     if cache_dir is not None:
         _checks.path("cache_dir", cache_dir)
     if base_url is not None and (not isinstance(base_url, str) or "://" not in base_url):
@@ -369,6 +375,14 @@ def load_mnist(
         "checked against pinned SHA-256 hashes), or pass base_url= a mirror that holds them, or use the "
         "5,000 digits that ship offline: vae_lib.data.load_mnist5k()."
     )
+    if not download:
+        pinned = zip(_FILES, spec["sha256"], strict=True)
+        missing = [f for f, h in pinned if not (folder / f).is_file() or pooch.file_hash(folder / f) != h]
+        if missing:
+            raise DownloadError(
+                f"{', '.join(missing)} of {name!r} not on disk in {folder} (or failing the SHA-256 "
+                f"check), and download=False. {by_hand}"
+            )
     paths = []
     for fname in _FILES:
         try:
