@@ -50,7 +50,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +60,7 @@ from flax import nnx
 
 import vae_lib
 from vae_lib import diagnostics, distributions
-from vae_lib.data import DATASETS, DownloadError, default_cache_dir, load_mnist, load_mnist5k
+from vae_lib.data import DownloadError, load_mnist, load_mnist5k
 from vae_lib.plotting import image_grid
 
 plt.rcParams["figure.dpi"] = 80
@@ -460,10 +459,10 @@ assert 27 < sorted(e for e, _ in recon.values())[-2] < 35  # the second worst, t
 # bags, with more texture and more grey. The operating-system package `dataset-fashion-mnist` holds it,
 # and `vae_lib.data.load_mnist("fashion_mnist")` reads it after checking each file's content against
 # pinned SHA-256 hashes. Where that package is absent the loader would *download* the files, and a chapter
-# downloads nothing while it runs: so the cell below calls it only when the four files are already on disk
-# (the package's folder, or the loader's cache from an earlier `load_mnist("fashion_mnist")`), and
-# otherwise skips this section and Exercise 3 with a message saying how to get them (the numbers quoted
-# below are those of the stored run).
+# downloads nothing while it runs: so the cell below passes `download=False`, which uses only files already
+# on disk (the package's folder, or the loader's cache from an earlier `load_mnist("fashion_mnist")`) and
+# otherwise raises `DownloadError`; the chapter then skips this section and Exercise 3 with a message saying
+# how to get them (the numbers quoted below are those of the stored run).
 #
 # We draw 4,000 training and 1,000 test images at random (with the chapter's keys) and call Section 1's
 # `compare_decoders` unchanged: the same six decoders, architecture, optimizer and budget (10 epochs,
@@ -472,36 +471,14 @@ assert 27 < sorted(e for e, _ in recon.values())[-2] < 35  # the second worst, t
 
 # %%
 cpu_fashion_start = time.process_time()
-FASHION_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-
-def fashion_on_disk(folder):
-    """Whether all four Fashion-MNIST files (.gz or not) are in this folder."""
-    return all((folder / f).is_file() or (folder / f"{f}.gz").is_file() for f in FASHION_FILES)
-
-
-# the Debian package's folder first; the loader's download cache (whose lookup imports pooch) only if needed
-fashion_dirs = [Path(d) for d in DATASETS["fashion_mnist"]["system_dirs"]]
-on_disk = [d for d in fashion_dirs if fashion_on_disk(d)]
-if not on_disk:
-    fashion_dirs.append(default_cache_dir() / "fashion_mnist")
-    on_disk = [d for d in fashion_dirs[-1:] if fashion_on_disk(d)]
-fashion = None
-if on_disk:
-    try:
-        fashion = load_mnist("fashion_mnist")  # checks the files' content against pinned hashes
-    except DownloadError as err:  # only if a copy on disk failed its check
-        print(f"Fashion-MNIST on disk in {on_disk[0]} could not be used ({err}).")
-if fashion is None:
-    print("Skipping Section 4 and Exercise 3: Fashion-MNIST is not on this machine (looked in "
-          f"{', '.join(map(str, fashion_dirs))}). On Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist; "
-          "elsewhere, run vae_lib.data.load_mnist('fashion_mnist') once (it downloads and caches it); "
-          "then run the chapter again.")  # fmt: skip
+try:  # the OS package's copy, or the loader's cache; content checked against pinned hashes; no download
+    fashion = load_mnist("fashion_mnist", download=False)
+except DownloadError:
+    fashion = None
+    print("Skipping Section 4 and Exercise 3: Fashion-MNIST is not on this machine (neither in Debian's package "
+          "folder nor in the loader's cache). "
+          "On Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist; elsewhere, run "
+          "vae_lib.data.load_mnist('fashion_mnist') once (it downloads and caches it); then run the chapter again.")  # fmt: skip
 HAVE_FASHION = fashion is not None
 if HAVE_FASHION:
     kf = jax.random.split(k_fashion, 7)  # subsets, dequantization, fits, evaluation, figure
